@@ -1,0 +1,92 @@
+"""cxr-dash: what per-region U-Nets segment on a chest radiograph, why, and how they learned it.
+
+Run with ``streamlit run app.py``. This file is the table of contents; the
+panels live in ``cxr_dash/ui``, the computation in ``cxr_dash``.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import streamlit as st  # noqa: E402
+
+from cxr_dash.quality import plausibility_warnings  # noqa: E402
+from cxr_dash.ui import state, views  # noqa: E402
+
+NOTICE = ("**Research use only — not for diagnosis.** Uploaded images are processed in memory "
+          "and never stored.")
+
+IMAGE_VIEWS = {
+    "Overview": views.overview,
+    "Compare regions": views.compare_regions,
+    "Explain": views.explain_view,
+    "Position or anatomy?": views.position_view,
+    "Downloads": views.downloads,
+}
+MODEL_VIEWS = {
+    "Training playback": lambda seg: views.playback(None, seg),
+    "Hyper-parameter search": views.search_view,
+    "Model set": views.model_card,
+}
+
+
+def main() -> None:
+    st.set_page_config(page_title="cxr-dash", page_icon="🫁", layout="wide")
+    st.title("cxr-dash · chest radiograph segmentation explorer")
+    st.caption(NOTICE)
+    seg, problem = state.segmenter_or_error()
+    if seg is None:
+        st.error(problem)
+        st.stop()
+    choose_input()
+    settings = views.display_settings(seg.regions)
+    view = st.sidebar.radio("View", list(IMAGE_VIEWS) + list(MODEL_VIEWS), key="view")
+    if (message := state.pop_error()) is not None:
+        st.error(message + ("  \nThe previous image and its results are kept."
+                            if state.current() else ""))
+    if view in MODEL_VIEWS:
+        MODEL_VIEWS[view](seg)
+        return
+    image = state.current()
+    if image is None:
+        st.info("Upload a frontal chest radiograph (PNG, JPEG, 16-bit PNG, DICOM or JSRT .IMG) "
+                "in the sidebar" + (", or pick a dataset case." if state.dataset() else "."))
+        return
+    ctx = build_context(seg, image, settings)
+    IMAGE_VIEWS[view](ctx)
+
+
+def choose_input() -> None:
+    """Sidebar: an upload, or a case of CXR_DATA_DIR (with its ground truth)."""
+    ds = state.dataset()
+    sources = ["Upload"] + (["Dataset case"] if ds else [])
+    source = st.sidebar.radio("Input", sources, horizontal=True, key="source")
+    if source == "Upload":
+        uploaded = st.sidebar.file_uploader(
+            "Radiograph", key="upload",
+            help="PNG/JPEG (8 or 16 bit), DICOM (.dcm) or JSRT raw .IMG; frontal (PA/AP) views.")
+        state.handle_upload(uploaded)
+    else:
+        from cxr_dash.data import SHOWCASE_CASE
+
+        cases = ds.cases_with_masks()
+        default = cases.index(SHOWCASE_CASE) if SHOWCASE_CASE in cases else 0
+        state.handle_case(ds, st.sidebar.selectbox("Case", cases, index=default, key="case"))
+    if (image := state.current()) is not None:
+        st.sidebar.caption(f"Current: **{image.name}** ({image.original_shape[1]} x "
+                           f"{image.original_shape[0]})" + "".join(f" · {n}" for n in image.notes))
+
+
+def build_context(seg, image, settings) -> views.Context:
+    model_key = str(seg.model_dir)
+    probs = state.segment(model_key, image.key, seg, image.pixels)
+    masks = state.masks_for(model_key, image.key, settings.threshold, True, seg, probs)
+    for warning in plausibility_warnings(image.pixels, masks, probs):
+        st.warning(warning)
+    return views.Context(seg, model_key, image, probs, masks, settings)
+
+
+if __name__ == "__main__":
+    main()

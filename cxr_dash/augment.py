@@ -1,0 +1,64 @@
+"""On-the-fly augmentation for training (numpy + OpenCV, backend-agnostic).
+
+Geometric: rotation, shift, scale, applied identically to image and mask.
+Photometric: brightness, contrast, gamma. No horizontal flip: "left" and
+"right" are the patient's sides, and a flip would swap them.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    rotation_deg: float = 10.0
+    shift_fraction: float = 0.08
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    brightness: float = 0.1        # additive, in [0, 1] intensity units
+    contrast: tuple[float, float] = (0.8, 1.2)
+    gamma: tuple[float, float] = (0.7, 1.5)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# Padding for every geometric transform, in training and in the position tests:
+# outside the radiograph is black, like the air around a patient.
+BORDER_VALUE = 0.0
+
+
+def affine_matrix(size: int, angle_deg: float = 0.0, scale: float = 1.0,
+                  shift_x: float = 0.0, shift_y: float = 0.0) -> np.ndarray:
+    """2x3 matrix: rotate/scale about the centre, then shift (fractions of size)."""
+    centre = (size / 2.0, size / 2.0)
+    m = cv2.getRotationMatrix2D(centre, angle_deg, scale)
+    m[0, 2] += shift_x * size
+    m[1, 2] += shift_y * size
+    return m
+
+
+def warp(image: np.ndarray, matrix: np.ndarray, nearest: bool = False,
+         border_value: float = BORDER_VALUE) -> np.ndarray:
+    h, w = image.shape[:2]
+    return cv2.warpAffine(image, matrix, (w, h),
+                          flags=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
+
+
+def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                 cfg: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """image: (S, S) float32 in [0, 1]; mask: (S, S) uint8. Returns augmented copies."""
+    size = image.shape[0]
+    m = affine_matrix(size,
+                      rng.uniform(-cfg.rotation_deg, cfg.rotation_deg),
+                      rng.uniform(*cfg.scale_range),
+                      rng.uniform(-cfg.shift_fraction, cfg.shift_fraction),
+                      rng.uniform(-cfg.shift_fraction, cfg.shift_fraction))
+    img = warp(image.astype(np.float32), m)
+    msk = warp(mask.astype(np.float32), m, nearest=True)
+    img = np.clip(img, 0.0, 1.0) ** rng.uniform(*cfg.gamma)
+    img = (img - 0.5) * rng.uniform(*cfg.contrast) + 0.5 + rng.uniform(-cfg.brightness, cfg.brightness)
+    return np.clip(img, 0.0, 1.0).astype(np.float32), (msk > 0.5).astype(np.uint8)

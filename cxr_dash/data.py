@@ -1,0 +1,164 @@
+"""The SCR / JSRT dataset: discovery, the odd/even split, and packed arrays.
+
+Reads both the development copy (``images/*.png``, ``masks/<region>/*.gif``)
+and the original distribution (JSRT ``*.IMG``, SCR mask folders named with
+spaces). The data folder comes from ``CXR_DATA_DIR``; nothing here is ever
+written inside the project.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageReadError
+from .imaging import read_image, read_mask
+from .preprocess import prepare_input, resize_mask
+from .regions import REGION_KEYS, region_folder_names
+
+CASE_PATTERN = re.compile(r"^(JPC(?:LN|NN))(\d{3})$", re.IGNORECASE)
+IMAGE_SUFFIXES = (".png", ".img", ".dcm", ".jpg", ".jpeg")
+MASK_SUFFIXES = (".gif", ".png")
+SCR_MASK_SPACING_MM = 0.35   # SCR masks are 1024 x 1024 at 0.35 mm
+FOLDS = ("odd", "even")
+MONITOR_CASE = "JPCLN104"    # the study's training-progression case
+SHOWCASE_CASE = "JPCLN034"   # the study's results case
+
+
+def data_dir_from_env() -> Path | None:
+    value = os.environ.get("CXR_DATA_DIR", "").strip()
+    return Path(value) if value else None
+
+
+def case_number(case_id: str) -> int:
+    m = CASE_PATTERN.match(case_id)
+    if not m:
+        raise ValueError(f"{case_id!r} is not a JSRT case id (JPCLNnnn / JPCNNnnn)")
+    return int(m.group(2))
+
+
+def case_fold(case_id: str) -> str:
+    """The SCR protocol's fold: parity of the case number (JPCLN001 is odd)."""
+    return "odd" if case_number(case_id) % 2 else "even"
+
+
+def split_folds(case_ids) -> dict[str, list[str]]:
+    folds: dict[str, list[str]] = {"odd": [], "even": []}
+    for c in sorted(case_ids):
+        folds[case_fold(c)].append(c)
+    return folds
+
+
+def other_fold(fold: str) -> str:
+    return {"odd": "even", "even": "odd"}[fold]
+
+
+@dataclass
+class Case:
+    case_id: str
+    image: np.ndarray              # display orientation, 2-D
+    masks: dict[str, np.ndarray]   # region -> bool, at the masks' resolution (1024)
+    pixel_spacing_mm: float | None
+
+
+class SCRDataset:
+    """Cases found under a root folder, in either layout."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data folder {self.root} does not exist")
+        self.image_paths: dict[str, Path] = {}
+        for path in sorted(self.root.rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES and CASE_PATTERN.match(path.stem):
+                parent = path.parent.name.lower().replace(" ", "_")
+                if parent in REGION_KEYS:  # a PNG mask folder, not an image
+                    continue
+                # Prefer the development PNG over a raw .IMG of the same case.
+                key = path.stem.upper()
+                if key not in self.image_paths or path.suffix.lower() == ".png":
+                    self.image_paths[key] = path
+        self.mask_dirs: dict[str, Path] = {}
+        dirs = [d for d in self.root.rglob("*") if d.is_dir()]
+        for region in REGION_KEYS:
+            names = {n.lower() for n in region_folder_names(region)}
+            for d in dirs:
+                if d.name.lower() in names:
+                    self.mask_dirs[region] = d
+                    break
+        if not self.image_paths:
+            raise FileNotFoundError(f"no JSRT images (JPCLNnnn / JPCNNnnn) found under {self.root}")
+
+    @property
+    def case_ids(self) -> list[str]:
+        return sorted(self.image_paths)
+
+    def cases_with_masks(self, regions=REGION_KEYS) -> list[str]:
+        return [c for c in self.case_ids if all(self.mask_path(c, r) for r in regions)]
+
+    def folds(self) -> dict[str, list[str]]:
+        return split_folds(self.cases_with_masks())
+
+    def mask_path(self, case_id: str, region: str) -> Path | None:
+        d = self.mask_dirs.get(region)
+        if d is None:
+            return None
+        for suffix in MASK_SUFFIXES:
+            for stem in (case_id, case_id.upper(), case_id.lower()):
+                p = d / f"{stem}{suffix}"
+                if p.is_file():
+                    return p
+        return None
+
+    def load_image(self, case_id: str):
+        return read_image(self.image_paths[case_id.upper()])
+
+    def load_mask(self, case_id: str, region: str) -> np.ndarray:
+        p = self.mask_path(case_id, region)
+        if p is None:
+            raise FileNotFoundError(f"no {region} mask for {case_id}")
+        return read_mask(p)
+
+    def load_case(self, case_id: str, regions=REGION_KEYS) -> Case:
+        radiograph = self.load_image(case_id)
+        masks = {r: self.load_mask(case_id, r) for r in regions if self.mask_path(case_id, r)}
+        spacing = SCR_MASK_SPACING_MM
+        return Case(case_id.upper(), radiograph.pixels, masks, spacing)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("CXR_CACHE_DIR", Path.home() / ".cache" / "cxr_dash"))
+
+
+def pack(dataset: SCRDataset, case_ids, size: int, regions=REGION_KEYS,
+         cache: bool = True) -> dict[str, np.ndarray]:
+    """Model-ready arrays for training: images (N, S, S) float16 in [0, 1] and
+    masks (N, R, S, S) uint8, built with :func:`prepare_input`.
+
+    Cached outside the project (``CXR_CACHE_DIR``, default ``~/.cache/cxr_dash``):
+    the arrays are derived from the data and must never be committed.
+    """
+    case_ids = [c.upper() for c in case_ids]
+    regions = tuple(regions)
+    key = hashlib.sha1(
+        f"{dataset.root.resolve()}|{size}|{regions}|{case_ids}|v1".encode()).hexdigest()[:16]
+    path = default_cache_dir() / f"pack_{size}_{key}.npz"
+    if cache and path.is_file():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    images = np.zeros((len(case_ids), size, size), np.float16)
+    masks = np.zeros((len(case_ids), len(regions), size, size), np.uint8)
+    for i, c in enumerate(case_ids):
+        images[i] = prepare_input(dataset.load_image(c).pixels, size)[..., 0]
+        for j, r in enumerate(regions):
+            masks[i, j] = resize_mask(dataset.load_mask(c, r), size)
+    out = {"images": images, "masks": masks, "case_ids": np.array(case_ids),
+           "regions": np.array(regions)}
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **out)
+    return out

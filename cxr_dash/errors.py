@@ -1,0 +1,15 @@
+"""The exceptions a user of the package can meet."""
+
+
+class ImageReadError(ValueError):
+    """An input file could not be used as a radiograph.
+
+    Raised by every reader in :mod:`cxr_dash.imaging` for unreadable, empty,
+    truncated, non-image or oversized input. The message is written for the
+    person who chose the file (it names the problem and what would work), so
+    the dashboard shows it as is.
+    """
+
+
+class ModelSetError(RuntimeError):
+    """No usable trained model set: missing manifest, weights or a mismatch."""

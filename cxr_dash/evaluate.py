@@ -1,0 +1,159 @@
+"""Evaluate a model set: ``python -m cxr_dash.evaluate --models weights``.
+
+Per region and per case: Jaccard, Dice, mean contour distance and 95%
+Hausdorff distance (mm), at the masks' 1024 x 1024 resolution, on cases the
+region's model was not trained on; summarised as mean +/- sd. Both the raw
+thresholded mask and the post-processed one (largest component, holes
+filled) are scored, so the post-processing's effect is visible.
+
+The SCR two-fold protocol: ``--twofold RUN_TRAINED_ON_ODD RUN_TRAINED_ON_EVEN``
+scores each set on the other fold and pools the 2 x 100 cases.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data as scr
+from .inference import Segmenter, to_mask
+from .manifest import update_region
+from .metrics import all_metrics, dice, jaccard, summarise
+from .preprocess import upsample_probability
+
+METRIC_KEYS = ("jaccard", "dice", "mean_contour_distance_mm", "hd95_mm")
+
+
+def heldout_cases(seg: Segmenter, region: str, available: list[str]) -> list[str]:
+    trained = set(seg.entry(region).get("training", {}).get("cases", []))
+    return [c for c in available if c not in trained]
+
+
+def evaluate_segmenter(seg: Segmenter, dataset: scr.SCRDataset, cases_by_region: dict[str, list[str]],
+                       threshold: float = 0.5, progress=None) -> dict[str, list[dict]]:
+    """{region: [per-case row]} for the given cases of each region."""
+    rows: dict[str, list[dict]] = {r: [] for r in cases_by_region}
+    all_cases = sorted({c for cs in cases_by_region.values() for c in cs})
+    for i, case_id in enumerate(all_cases):
+        regions = [r for r, cs in cases_by_region.items() if case_id in cs]
+        image = dataset.load_image(case_id).pixels
+        small = seg.predict_at_input_size(image, regions)
+        for region in regions:
+            truth = dataset.load_mask(case_id, region)
+            prob = upsample_probability(small[region], truth.shape)
+            raw = prob >= threshold
+            post = to_mask(prob, threshold, largest_only=True)
+            row = {"case": case_id, **all_metrics(post, truth, scr.SCR_MASK_SPACING_MM),
+                   "jaccard_raw": jaccard(raw, truth), "dice_raw": dice(raw, truth)}
+            rows[region].append(row)
+        if progress:
+            progress(i + 1, len(all_cases), case_id)
+    return rows
+
+
+def summarise_rows(rows: dict[str, list[dict]]) -> dict[str, dict]:
+    return {region: {k: summarise([r[k] for r in rs]) for k in METRIC_KEYS + ("jaccard_raw", "dice_raw")}
+            for region, rs in rows.items() if rs}
+
+
+def markdown_table(summary: dict[str, dict], title: str = "") -> str:
+    from .regions import get_region
+
+    lines = [f"### {title}", ""] if title else []
+    lines += ["| region | Jaccard | Dice | mean contour dist. (mm) | HD95 (mm) | Jaccard, no post-proc. | n |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for region, s in summary.items():
+        def fmt(k, digits=3):
+            return f"{s[k]['mean']:.{digits}f} ± {s[k]['sd']:.{digits}f}"
+        lines.append(f"| {get_region(region).display_name} | {fmt('jaccard')} | {fmt('dice')} | "
+                     f"{fmt('mean_contour_distance_mm', 2)} | {fmt('hd95_mm', 2)} | "
+                     f"{fmt('jaccard_raw')} | {s['jaccard']['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _progress_bar(done: int, total: int, label: str) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}   ")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m cxr_dash.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=None, help="model-set folder (default: weights/)")
+    p.add_argument("--twofold", nargs=2, metavar=("TRAINED_ON_ODD", "TRAINED_ON_EVEN"),
+                   help="two model sets for the SCR odd/even protocol")
+    p.add_argument("--data", default=None, help="SCR data folder (default: $CXR_DATA_DIR)")
+    p.add_argument("--cases", default="heldout", choices=("heldout", "odd", "even", "all"),
+                   help="heldout: every case the region's model was not trained on")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--out", default="results/evaluation", help="folder for JSON and Markdown")
+    p.add_argument("--update-manifest", action="store_true",
+                   help="store the summary in the model set's manifest (what the app shows)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    root = Path(args.data) if args.data else scr.data_dir_from_env()
+    if root is None:
+        print("error: no data folder: pass --data or set CXR_DATA_DIR", file=sys.stderr)
+        return 2
+    dataset = scr.SCRDataset(root)
+    available = dataset.cases_with_masks()
+    folds = scr.split_folds(available)
+    t0 = time.time()
+    if args.twofold:
+        rows: dict[str, list[dict]] = {}
+        for model_dir, test_fold in zip(args.twofold, ("even", "odd")):
+            seg = Segmenter(model_dir)
+            cases = folds[test_fold][: args.limit or None]
+            part = evaluate_segmenter(seg, dataset, {r: cases for r in seg.regions},
+                                      args.threshold, _progress_bar)
+            for r, rs in part.items():
+                rows.setdefault(r, []).extend(rs)
+        protocol = "SCR two-fold (odd/even), pooled"
+        model_dirs = list(args.twofold)
+    else:
+        model_dir = args.models or str(Path(__file__).resolve().parent.parent / "weights")
+        seg = Segmenter(model_dir)
+        if args.cases == "heldout":
+            cases_by_region = {r: heldout_cases(seg, r, available)[: args.limit or None] for r in seg.regions}
+        else:
+            chosen = available if args.cases == "all" else folds[args.cases]
+            cases_by_region = {r: chosen[: args.limit or None] for r in seg.regions}
+        rows = evaluate_segmenter(seg, dataset, cases_by_region, args.threshold, _progress_bar)
+        protocol = f"cases: {args.cases}"
+        model_dirs = [model_dir]
+    summary = summarise_rows(rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"protocol": protocol, "model_sets": model_dirs, "threshold": args.threshold,
+              "resolution": "1024 x 1024 (SCR masks), 0.35 mm/pixel",
+              "postprocessing": "largest connected component, holes filled",
+              "summary": summary, "per_case": rows, "seconds": round(time.time() - t0, 1)}
+    (out / "evaluation.json").write_text(json.dumps(result, indent=1) + "\n")
+    table = markdown_table(summary, f"{protocol} — {', '.join(model_dirs)}")
+    (out / "evaluation.md").write_text(table)
+    print(table)
+    if args.update_manifest and not args.twofold:
+        for region, s in summary.items():
+            entry = seg.entry(region)
+            metrics = dict(entry.get("metrics", {}))
+            metrics["heldout_1024"] = {"protocol": protocol, "n": s["jaccard"]["n"],
+                                       **{k: {"mean": s[k]["mean"], "sd": s[k]["sd"]}
+                                          for k in METRIC_KEYS + ("jaccard_raw",)}}
+            update_region(model_dir, region, {"metrics": metrics})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

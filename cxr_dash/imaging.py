@@ -1,0 +1,240 @@
+"""Readers for radiographs and masks.
+
+Every reader returns pixels in *display orientation* (bone bright, air dark)
+as a 2-D array, and raises :class:`~cxr_dash.errors.ImageReadError` with a
+message a user understands for anything it cannot use. Orientation and
+format quirks (JSRT's inverted raw files, DICOM MONOCHROME1, rescale and
+VOI LUT) are solved here once, so nothing downstream has to know where an
+image came from.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageReadError
+
+MAX_PIXELS = 64_000_000          # larger inputs are refused before decoding
+MAX_FILE_BYTES = 512 * 1024 * 1024
+MIN_SIDE = 32
+JSRT_SIDE = 2048
+JSRT_SPACING_MM = 0.175          # at 2048 x 2048; SCR masks are 1024 x 1024 at 0.35 mm
+SUPPORTED = "PNG, JPEG, DICOM (.dcm) or JSRT raw .IMG"
+
+
+@dataclass
+class Radiograph:
+    """A decoded radiograph: pixels in display orientation plus what is known of them."""
+
+    pixels: np.ndarray                     # 2-D, uint8 / uint16 / float32
+    source_format: str                     # "png", "jpeg", "dicom", "jsrt-img", "gif"
+    name: str = ""
+    pixel_spacing_mm: float | None = None  # None when the file does not say
+    notes: list[str] = field(default_factory=list)  # harmless conversions done
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pixels.shape  # type: ignore[return-value]
+
+
+def _as_bytes(source: bytes | str | os.PathLike | io.IOBase) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), ""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageReadError(f"{path.name}: no such file.")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ImageReadError(f"{path.name}: the file is larger than "
+                                 f"{MAX_FILE_BYTES // 2**20} MB; this is not a single radiograph.")
+        return path.read_bytes(), path.name
+    if hasattr(source, "read"):
+        data = source.read()
+        return bytes(data), getattr(source, "name", "") or ""
+    raise ImageReadError(f"cannot read an image from a {type(source).__name__}.")
+
+
+def read_image(source, name: str | None = None) -> Radiograph:
+    """Decode a radiograph from a path, bytes or a file-like object.
+
+    The format is recognised from the content (PNG, JPEG, GIF, DICOM) or, for
+    headerless JSRT ``.IMG`` files, from the extension and the byte count.
+    """
+    data, found_name = _as_bytes(source)
+    name = name or found_name or "image"
+    if len(data) == 0:
+        raise ImageReadError(f"{name}: the file is empty.")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageReadError(f"{name}: the file is larger than {MAX_FILE_BYTES // 2**20} MB.")
+    ext = Path(name).suffix.lower()
+    if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff" or data[:4] in (b"GIF8",):
+        image = _read_raster(data, name)
+    elif data[128:132] == b"DICM" or ext in (".dcm", ".dicom"):
+        image = _read_dicom(data, name)
+    elif ext == ".img":
+        image = _read_jsrt_img(data, name)
+    else:
+        raise ImageReadError(f"{name}: not a supported image. Use {SUPPORTED}.")
+    _check_usable(image.pixels, name)
+    return image
+
+
+def _check_size(width: int, height: int, name: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageReadError(
+            f"{name}: {width} x {height} pixels is too large "
+            f"(limit {MAX_PIXELS // 1_000_000} megapixels); downsample it first.")
+    if min(width, height) < MIN_SIDE:
+        raise ImageReadError(f"{name}: {width} x {height} pixels is too small to be a radiograph.")
+
+
+def _check_usable(pixels: np.ndarray, name: str) -> None:
+    if pixels.ndim != 2 or pixels.size == 0:
+        raise ImageReadError(f"{name}: no 2-D image found in the file.")
+    if not np.isfinite(pixels).all() if pixels.dtype.kind == "f" else False:
+        raise ImageReadError(f"{name}: the image contains non-numeric (NaN/inf) values.")
+    if pixels.max() == pixels.min():
+        raise ImageReadError(f"{name}: the image is uniform (every pixel the same); "
+                             "nothing to segment.")
+
+
+def _to_gray(arr: np.ndarray, mode: str) -> np.ndarray:
+    if arr.ndim == 2:
+        return arr
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        rgb = arr[..., :3].astype(np.float32)
+        # ITU-R BT.601 luma, as PIL and OpenCV use for grey conversion.
+        gray = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+        return np.round(gray).astype(arr.dtype) if arr.dtype.kind in "ui" else gray
+    if arr.ndim == 3 and arr.shape[2] in (1, 2):
+        return arr[..., 0]
+    raise ImageReadError(f"unsupported pixel layout {arr.shape} ({mode}).")
+
+
+def _read_raster(data: bytes, name: str) -> Radiograph:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        im = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageReadError(f"{name}: the file is corrupt or not an image ({exc}).") from None
+    _check_size(im.width, im.height, name)
+    fmt = (im.format or "").lower()
+    notes = []
+    try:
+        # load() decodes everything; a truncated file raises here, not later.
+        im.load()
+        mode = im.mode
+        if mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            mode = im.mode
+        if mode in ("I;16", "I;16B", "I;16L"):
+            arr = np.array(im, dtype=np.uint16)
+        elif mode == "I":
+            arr = np.array(im, dtype=np.int32)
+            arr = np.clip(arr, 0, 65535).astype(np.uint16)
+        elif mode == "F":
+            arr = np.array(im, dtype=np.float32)
+        elif mode in ("L", "RGB", "RGBA", "LA", "1"):
+            arr = np.array(im.convert("L") if mode == "1" else im)
+        elif mode == "CMYK":
+            arr = np.array(im.convert("RGB"))
+        else:
+            arr = np.array(im.convert("L"))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(f"{name}: the file is truncated or corrupt ({exc}).") from None
+    if arr.ndim == 3:
+        if arr.shape[2] == 4 or arr.shape[2] == 2:
+            notes.append("alpha channel ignored")
+        channels = arr[..., :3] if arr.shape[2] >= 3 else arr[..., :1]
+        if channels.ndim == 3 and channels.shape[2] == 3 and not (
+                np.array_equal(channels[..., 0], channels[..., 1])
+                and np.array_equal(channels[..., 1], channels[..., 2])):
+            notes.append("colour image converted to grey")
+        arr = _to_gray(arr, im.mode)
+    fmt = {"jpeg": "jpeg", "mpo": "jpeg", "png": "png", "gif": "gif"}.get(fmt, fmt or "raster")
+    return Radiograph(np.ascontiguousarray(arr), fmt, name, None, notes)
+
+
+def _read_dicom(data: bytes, name: str) -> Radiograph:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+        raise ImageReadError(f"{name}: not a readable DICOM file ({exc}).") from None
+    if "PixelData" not in ds:
+        raise ImageReadError(f"{name}: the DICOM file holds no image (no PixelData).")
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows and cols:
+        _check_size(cols, rows, name)
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for bad/unsupported pixel data
+        raise ImageReadError(
+            f"{name}: the DICOM pixel data cannot be decoded ({type(exc).__name__}: {exc}). "
+            "Truncated file, or a compressed transfer syntax without a decoder.") from None
+    notes = []
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if frames > 1:
+        arr = arr[0]
+        notes.append(f"first of {frames} frames used")
+    if arr.ndim == 3:  # RGB / YBR secondary capture
+        arr = _to_gray(arr, photometric)
+        notes.append("colour DICOM converted to grey")
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    arr = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
+        arr = np.asarray(apply_voi_lut(arr, ds), dtype=np.float32)
+        notes.append("DICOM window / VOI LUT applied")
+    if photometric == "MONOCHROME1":
+        # MONOCHROME1: high values are dark. Flip so bone is bright.
+        arr = arr.max() + arr.min() - arr
+        notes.append("MONOCHROME1 inverted to display orientation")
+    spacing = None
+    for tag in ("PixelSpacing", "ImagerPixelSpacing"):
+        if tag in ds:
+            try:
+                spacing = float(ds.get(tag)[0])
+                break
+            except (TypeError, ValueError, IndexError):
+                pass
+    return Radiograph(np.ascontiguousarray(arr), "dicom", name, spacing, notes)
+
+
+def _read_jsrt_img(data: bytes, name: str) -> Radiograph:
+    """JSRT raw: square, headerless, big-endian 12-bit in uint16, high = dark."""
+    if len(data) % 2:
+        raise ImageReadError(f"{name}: a JSRT .IMG file holds 16-bit pixels; "
+                             "an odd byte count means it is truncated or not a JSRT file.")
+    side = math.isqrt(len(data) // 2)
+    if side * side * 2 != len(data):
+        raise ImageReadError(
+            f"{name}: {len(data)} bytes is not a square 16-bit raw image "
+            f"(a JSRT .IMG is {JSRT_SIDE} x {JSRT_SIDE}, {JSRT_SIDE * JSRT_SIDE * 2} bytes); "
+            "the file is truncated or not a JSRT image.")
+    _check_size(side, side, name)
+    raw = np.frombuffer(data, dtype=">u2").reshape(side, side)
+    if raw.max() > 4095:
+        raise ImageReadError(f"{name}: values above 4095 — not 12-bit JSRT data.")
+    pixels = (4095 - raw).astype(np.uint16)
+    spacing = JSRT_SPACING_MM * JSRT_SIDE / side
+    return Radiograph(pixels, "jsrt-img", name, spacing, ["JSRT raw inverted to display orientation"])
+
+
+def read_mask(source, name: str | None = None) -> np.ndarray:
+    """Read a binary mask (SCR GIF, PNG): True where the structure is."""
+    data, found = _as_bytes(source)
+    name = name or found or "mask"
+    if not data:
+        raise ImageReadError(f"{name}: the mask file is empty.")
+    pixels = _read_raster(data, name).pixels
+    return pixels > (pixels.max() / 2 if pixels.max() > 1 else 0)

@@ -1,0 +1,54 @@
+"""Is this plausibly a frontal chest radiograph? Checks on the predictions.
+
+The models answer every input with some masks; these checks catch inputs
+where the answer means nothing (a lateral view, an inverted image, a
+photograph), from the predicted lung fields' areas, sides and shapes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .metrics import largest_component
+
+# Observed on SCR ground truth: each lung covers roughly 8-22% of a PA image,
+# the heart 6-15%; the ranges below are deliberately wider.
+LUNG_AREA_RANGE = (0.03, 0.35)
+HEART_AREA_RANGE = (0.015, 0.30)
+
+
+def plausibility_warnings(image: np.ndarray, masks: dict[str, np.ndarray],
+                          probs: dict[str, np.ndarray] | None = None) -> list[str]:
+    """Human-readable reasons to distrust the result; empty when all looks frontal."""
+    warnings: list[str] = []
+    h, w = image.shape[:2]
+    area = {r: float(m.mean()) for r, m in masks.items()}
+    lungs = [r for r in ("right_lung", "left_lung") if r in masks]
+    for r in lungs:
+        lo, hi = LUNG_AREA_RANGE
+        if not lo <= area[r] <= hi:
+            warnings.append(f"The predicted {r.replace('_', ' ')} covers {area[r]:.0%} of the image "
+                            f"(expected {lo:.0%}–{hi:.0%} on a frontal view).")
+    if "heart" in masks and not HEART_AREA_RANGE[0] <= area["heart"] <= HEART_AREA_RANGE[1]:
+        warnings.append(f"The predicted heart covers {area['heart']:.0%} of the image.")
+    if len(lungs) == 2 and all(masks[r].any() for r in lungs):
+        cx = {r: np.nonzero(masks[r])[1].mean() / w for r in lungs}
+        if not cx["right_lung"] < 0.5 < cx["left_lung"]:
+            warnings.append("The lungs are not on their expected sides (patient's right lung on the "
+                            "image's left): a lateral view, a flipped image, or not a chest radiograph.")
+        # Fragmented predictions: a lung in several pieces is a sign of confusion.
+        for r in lungs:
+            kept = largest_component(masks[r]).sum()
+            if kept < 0.85 * masks[r].sum():
+                warnings.append(f"The {r.replace('_', ' ')} prediction is fragmented.")
+        inside = np.concatenate([image[masks[r]] for r in lungs]).astype(np.float64)
+        outside = image[~(masks["right_lung"] | masks["left_lung"])].astype(np.float64)
+        if inside.size and outside.size and inside.mean() > outside.mean():
+            warnings.append("The predicted lung fields are brighter than their surroundings: "
+                            "the image may be inverted (lungs should be dark, bone bright).")
+    if probs is not None and lungs:
+        conf = [float(probs[r][masks[r]].mean()) for r in lungs if masks[r].any()]
+        if conf and min(conf) < 0.7:
+            warnings.append(f"The lung models are unsure (mean confidence {min(conf):.2f}).")
+    if warnings:
+        warnings.append("Check that this is a frontal (PA/AP) chest radiograph in display orientation.")
+    return warnings

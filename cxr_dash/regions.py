@@ -1,0 +1,70 @@
+"""The one registry of anatomical regions.
+
+Training, evaluation and the dashboard all read region names, colours and the
+study's default hyperparameters from here, so a region added or renamed in
+one place changes everywhere.
+
+"left" and "right" are the PATIENT's sides: the left lung appears on the
+right-hand side of a PA radiograph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Training settings for one region (the study's Bayesian-optimisation winners)."""
+
+    optimizer: str
+    learning_rate: float
+    batch_size: int
+
+    def as_dict(self) -> dict:
+        return {"optimizer": self.optimizer, "learning_rate": self.learning_rate,
+                "batch_size": self.batch_size}
+
+
+@dataclass(frozen=True)
+class Region:
+    key: str                      # file-system and API name, e.g. "left_lung"
+    display_name: str             # what a user reads, e.g. "Left lung"
+    colour: tuple[int, int, int]  # RGB overlay colour, fixed across every view
+    study: Hyperparameters = field(repr=False)
+    lateral: bool = False         # has a left/right counterpart (flip tests swap it)
+    counterpart: str | None = None
+
+    @property
+    def hex_colour(self) -> str:
+        return "#{:02x}{:02x}{:02x}".format(*self.colour)
+
+
+# Colours: colour-blind-safe (Okabe-Ito) hues, distinct on a grey radiograph.
+REGIONS: dict[str, Region] = {
+    r.key: r
+    for r in (
+        Region("heart", "Heart", (213, 94, 0), Hyperparameters("sgd", 0.07879, 1)),
+        Region("left_clavicle", "Left clavicle", (240, 228, 66),
+               Hyperparameters("sgd", 0.10000, 1), True, "right_clavicle"),
+        Region("left_lung", "Left lung", (0, 114, 178),
+               Hyperparameters("sgd", 0.00358, 1), True, "right_lung"),
+        Region("right_clavicle", "Right clavicle", (204, 121, 167),
+               Hyperparameters("rmsprop", 0.00035, 1), True, "left_clavicle"),
+        Region("right_lung", "Right lung", (0, 158, 115),
+               Hyperparameters("sgd", 0.00139, 1), True, "left_lung"),
+    )
+}
+
+REGION_KEYS: tuple[str, ...] = tuple(REGIONS)
+
+# Folder names in the original SCR distribution use spaces ("left lung").
+def region_folder_names(key: str) -> tuple[str, ...]:
+    return (key, key.replace("_", " "), key.replace("_", "-"))
+
+
+def get_region(key: str) -> Region:
+    """Look a region up by key, accepting 'left lung' / 'left-lung' spellings."""
+    norm = key.strip().lower().replace(" ", "_").replace("-", "_")
+    if norm not in REGIONS:
+        raise KeyError(f"unknown region {key!r}; expected one of {', '.join(REGION_KEYS)}")
+    return REGIONS[norm]

@@ -1,0 +1,64 @@
+"""Pictures for people: overlays, outlines and heatmaps as RGB uint8 arrays."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .preprocess import normalise_intensity
+from .regions import REGIONS
+
+
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """Any radiograph -> RGB uint8 with the same percentile window the models see."""
+    grey = (normalise_intensity(image) * 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def outline(mask: np.ndarray, thickness: int = 2) -> np.ndarray:
+    m = mask.astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    inner = cv2.erode(m, kernel, iterations=max(1, thickness))
+    return (m - inner).astype(bool)
+
+
+def overlay_masks(base_rgb: np.ndarray, masks: dict[str, np.ndarray], opacity: float = 0.4,
+                  style: str = "fill", thickness: int | None = None,
+                  colours: dict[str, tuple[int, int, int]] | None = None) -> np.ndarray:
+    """Blend each region's mask in its registry colour; style "fill", "outline" or "both"."""
+    out = base_rgb.astype(np.float32).copy()
+    thickness = thickness or max(1, base_rgb.shape[0] // 300)
+    for region, mask in masks.items():
+        colour = np.array((colours or {}).get(region, REGIONS[region].colour), np.float32)
+        if style in ("fill", "both"):
+            m = mask.astype(bool)
+            out[m] = (1 - opacity) * out[m] + opacity * colour
+        if style in ("outline", "both"):
+            edge = outline(mask, thickness)
+            out[edge] = colour
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def colormap(values: np.ndarray, name: str = "inferno") -> np.ndarray:
+    """[0, 1] float -> RGB uint8 through a matplotlib colour map."""
+    from matplotlib import colormaps
+
+    rgba = colormaps[name](np.clip(values, 0, 1))
+    return (rgba[..., :3] * 255).astype(np.uint8)
+
+
+def overlay_heatmap(base_rgb: np.ndarray, heatmap: np.ndarray, opacity: float = 0.5,
+                    name: str = "jet", min_visible: float = 0.05) -> np.ndarray:
+    """Heatmap (any size, [0, 1]) blended over the image; near-zero values left transparent."""
+    h, w = base_rgb.shape[:2]
+    heat = cv2.resize(heatmap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    colour = colormap(heat, name).astype(np.float32)
+    alpha = (opacity * np.clip(heat / max(min_visible, 1e-6), 0, 1))[..., None]
+    return np.clip((1 - alpha) * base_rgb + alpha * colour, 0, 255).astype(np.uint8)
+
+
+def downsample_for_display(image: np.ndarray, max_side: int = 1024) -> np.ndarray:
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return image
+    return cv2.resize(image, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_AREA)

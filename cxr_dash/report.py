@@ -1,0 +1,77 @@
+"""Per-region measurements and the files a user downloads."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+
+import numpy as np
+from PIL import Image
+
+from .metrics import all_metrics
+from .regions import REGIONS
+
+
+def region_measurements(probs: dict[str, np.ndarray], masks: dict[str, np.ndarray],
+                        spacing_mm: float | None = None,
+                        truth: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """One row per region: area, mean confidence and, with ground truth, the overlap metrics."""
+    rows = []
+    for region, mask in masks.items():
+        n = int(mask.sum())
+        row = {"region": region, "name": REGIONS[region].display_name, "area_px": n,
+               "area_cm2": round(n * spacing_mm ** 2 / 100, 2) if spacing_mm else None,
+               "area_fraction": round(float(mask.mean()), 4),
+               "mean_confidence": round(float(probs[region][mask].mean()), 4) if n else None}
+        if truth is not None and region in truth:
+            t = truth[region]
+            if t.shape != mask.shape:
+                import cv2
+                t = cv2.resize(t.astype(np.uint8), mask.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+            m = all_metrics(mask, t, spacing_mm or 1.0)
+            row.update({k: round(v, 4) for k, v in m.items()})
+        rows.append(row)
+    return rows
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    return png_bytes(mask.astype(np.uint8) * 255)
+
+
+def masks_npz(masks: dict[str, np.ndarray], probs: dict[str, np.ndarray] | None = None) -> bytes:
+    arrays = {f"mask_{r}": m.astype(bool) for r, m in masks.items()}
+    if probs:
+        arrays.update({f"prob_{r}": (p * 255).round().astype(np.uint8) for r, p in probs.items()})
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def masks_zip(masks: dict[str, np.ndarray], stem: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for r, m in masks.items():
+            z.writestr(f"{stem}_{r}.png", mask_png(m))
+    return buf.getvalue()
+
+
+def rows_csv(rows: list[dict]) -> bytes:
+    if not rows:
+        return b""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def rows_json(rows: list[dict], **context) -> bytes:
+    return json.dumps({**context, "regions": rows}, indent=1, default=float).encode()

@@ -1,0 +1,405 @@
+"""Train per-region U-Nets: ``python -m cxr_dash.train --region heart``.
+
+Defaults come from the region registry (the study's optimiser, learning rate
+and batch size); every one can be overridden. Runs on whichever Keras
+backend ``KERAS_BACKEND`` names. Writes into ``--out`` (a model-set folder):
+the compact weights, the history (loss, validation IoU and Dice per epoch)
+and per-epoch prediction snapshots of a fixed validation panel, and merges
+the region's entry into that folder's ``manifest.json``. No per-epoch
+checkpoints are kept.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import data as scr
+from .augment import AugmentConfig, augment_pair
+from .manifest import update_region
+from .metrics import dice, jaccard
+from .model import build_unet, load_compact, predict_probabilities, save_compact
+from .regions import REGION_KEYS, get_region
+
+LOSSES = ("bce_jaccard", "bce_dice", "focal_jaccard", "focal_dice")
+OPTIMIZERS = ("sgd", "rmsprop", "adam")
+SNAPSHOT_BUDGET_BYTES = 5 * 1024 * 1024
+
+
+@dataclass
+class TrainConfig:
+    region: str
+    fold: str = "odd"                  # train on this fold; "all" trains on every case
+    input_size: int = 256
+    epochs: int = 50
+    optimizer: str | None = None       # None: the registry's (study's) value
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    momentum: float = 0.0              # Keras' SGD default, as the study used Keras defaults
+    schedule: str = "constant"         # or "cosine"
+    warmup_epochs: float = 0.0
+    loss: str = "bce_jaccard"
+    augment_copies: int = 5            # the study's 5 augmentations per radiograph per epoch
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    patience: int = 10                 # early stopping on validation IoU
+    restore_best: bool = True
+    snapshot_cases: int = 4
+    steps_per_epoch: int | None = None  # cap, for smoke tests
+    max_train_cases: int | None = None
+    max_val_cases: int | None = None
+    seed: int = 0
+    encoder_weights: str | None = None
+    note: str = ""
+
+    def resolved(self) -> "TrainConfig":
+        study = get_region(self.region).study
+        out = TrainConfig(**{**asdict(self), "augment": self.augment})
+        out.region = get_region(self.region).key
+        out.optimizer = (self.optimizer or study.optimizer).lower()
+        out.learning_rate = self.learning_rate if self.learning_rate is not None else study.learning_rate
+        out.batch_size = self.batch_size or study.batch_size
+        if out.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
+        if out.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}")
+        return out
+
+    def hyperparameters(self) -> dict:
+        return {"optimizer": self.optimizer, "learning_rate": self.learning_rate,
+                "batch_size": self.batch_size, "momentum": self.momentum,
+                "schedule": self.schedule, "warmup_epochs": self.warmup_epochs,
+                "loss": self.loss, "epochs_max": self.epochs,
+                "augment_copies": self.augment_copies, "input_size": self.input_size,
+                "patience": self.patience}
+
+
+def make_loss(name: str):
+    from .model import _sm
+
+    losses = _sm().losses
+    return {"bce_jaccard": losses.bce_jaccard_loss, "bce_dice": losses.bce_dice_loss,
+            "focal_jaccard": losses.binary_focal_jaccard_loss,
+            "focal_dice": losses.binary_focal_dice_loss}[name]
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int):
+    import keras
+
+    lr = cfg.learning_rate
+    total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "cosine":
+        warmup = int(cfg.warmup_epochs * steps_per_epoch)
+        lr = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else cfg.learning_rate, max(1, total - warmup), alpha=0.01,
+            warmup_target=cfg.learning_rate if warmup else None, warmup_steps=warmup)
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum)
+    if cfg.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(lr)
+    return keras.optimizers.Adam(lr)
+
+
+def compute_device() -> str:
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+            return jax.devices()[0].platform
+        if backend == "torch":
+            import torch
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if backend == "tensorflow":
+            import tensorflow as tf
+            return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    except Exception:
+        pass
+    return "unknown"
+
+
+def _make_sequence(images, masks, cfg: TrainConfig, rng):
+    import keras
+
+    class AugmentedBatches(keras.utils.PyDataset):
+        """Each epoch: every training case ``augment_copies`` times, freshly augmented."""
+
+        def __init__(self):
+            super().__init__()
+            self.order = self._shuffle()
+
+        def _shuffle(self):
+            return rng.permutation(np.repeat(np.arange(len(images)), cfg.augment_copies))
+
+        def __len__(self):
+            n = math.ceil(len(self.order) / cfg.batch_size)
+            return min(n, cfg.steps_per_epoch) if cfg.steps_per_epoch else n
+
+        def __getitem__(self, index):
+            idx = self.order[index * cfg.batch_size:(index + 1) * cfg.batch_size]
+            xs, ys = [], []
+            for i in idx:
+                x, y = augment_pair(images[i].astype(np.float32), masks[i], rng, cfg.augment)
+                xs.append(np.repeat(x[..., None], 3, axis=2))
+                ys.append(y[..., None].astype(np.float32))
+            return np.stack(xs), np.stack(ys)
+
+        def on_epoch_end(self):
+            self.order = self._shuffle()
+
+    return AugmentedBatches()
+
+
+def mask_scores(probs: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> tuple[float, float]:
+    pred = probs >= threshold
+    return (float(np.mean([jaccard(p, t) for p, t in zip(pred, truth)])),
+            float(np.mean([dice(p, t) for p, t in zip(pred, truth)])))
+
+
+def panel_cases(val_ids: list[str], n: int) -> list[int]:
+    """Indices of the snapshot panel: the study's monitor case first when present."""
+    order = list(range(len(val_ids)))
+    for special in (scr.SHOWCASE_CASE, scr.MONITOR_CASE):
+        if special in val_ids:
+            i = val_ids.index(special)
+            order.remove(i)
+            order.insert(0, i)
+    return order[:n]
+
+
+def thin_snapshots(snapshots: np.ndarray, epochs: list[int], budget: int = SNAPSHOT_BUDGET_BYTES):
+    """Drop evenly spaced epochs (always keeping the first and last) until the compressed file fits."""
+    keep = list(range(len(epochs)))
+    while True:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, probs=snapshots[keep], epochs=np.array([epochs[k] for k in keep]))
+        if buf.tell() <= budget or len(keep) <= 2:
+            return keep, buf.getvalue()
+        keep = sorted(set(keep[::2]) | {keep[-1]})
+
+
+def fit_with_validation(cfg: TrainConfig, train_images: np.ndarray, train_masks: np.ndarray,
+                        val_x: np.ndarray, val_masks: np.ndarray, on_epoch=None, verbose: int = 0):
+    """Build, compile and fit one region model, validating after every epoch.
+
+    ``on_epoch(epoch, row, val_probs, model)`` is called after each epoch with the
+    history row; returning True stops training (early stopping, pruning).
+    Returns (model, history). Shared by training and hyper-parameter search.
+    """
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    batches = _make_sequence(train_images, train_masks, cfg, rng)
+    model = build_unet(cfg.input_size, cfg.encoder_weights)
+    model.compile(optimizer=make_optimizer(cfg, len(batches)), loss=make_loss(cfg.loss))
+    history: list[dict] = []
+
+    class EpochMonitor(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            probs = predict_probabilities(self.model, val_x)
+            iou, dsc = mask_scores(probs, val_masks)
+            lr = self.model.optimizer.learning_rate
+            row = {"epoch": epoch + 1, "loss": float(logs.get("loss", math.nan)),
+                   "val_iou": iou, "val_dice": dsc,
+                   "learning_rate": float(keras.ops.convert_to_numpy(lr)),
+                   "seconds": round(time.time() - self.started, 2)}
+            history.append(row)
+            if not math.isfinite(row["loss"]):
+                self.model.stop_training = True      # diverged: nothing more to learn
+            if on_epoch is not None and on_epoch(epoch + 1, row, probs, self.model):
+                self.model.stop_training = True
+
+    model.fit(batches, epochs=cfg.epochs, verbose=verbose, callbacks=[EpochMonitor()])
+    return model, history
+
+
+def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.PathLike,
+                 verbose: int = 1) -> dict:
+    """Train one region's model; write weights, history, snapshots; return its manifest entry."""
+    import keras
+
+    cfg = cfg.resolved()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    folds = dataset.folds()
+    if cfg.fold == "all":
+        train_ids = folds["odd"] + folds["even"]
+        val_ids = list(train_ids)           # no held-out cases: monitor on training cases
+    elif cfg.fold in scr.FOLDS:
+        train_ids, val_ids = folds[cfg.fold], folds[scr.other_fold(cfg.fold)]
+    else:
+        raise ValueError("fold must be odd, even or all")
+    train_ids = sorted(train_ids)[: cfg.max_train_cases or None]
+    val_ids = sorted(val_ids)
+    if cfg.max_val_cases:
+        keep = panel_cases(val_ids, len(val_ids))[: cfg.max_val_cases]
+        val_ids = sorted(val_ids[i] for i in keep)
+
+    region_index = REGION_KEYS.index(cfg.region)
+    tr = scr.pack(dataset, train_ids, cfg.input_size)
+    va = scr.pack(dataset, val_ids, cfg.input_size)
+    val_x = np.repeat(va["images"].astype(np.float32)[..., None], 3, axis=3)
+    val_masks = va["masks"][:, region_index].astype(bool)
+
+    panel = panel_cases(val_ids, cfg.snapshot_cases)
+    snapshots, snapshot_epochs = [], []
+    best = {"val_iou": -1.0, "epoch": 0, "weights": None}
+
+    def on_epoch(epoch, row, probs, model):
+        snapshots.append(np.round(probs[panel] * 255).astype(np.uint8))
+        snapshot_epochs.append(epoch)
+        if verbose:
+            print(f"  {cfg.region} epoch {epoch}/{cfg.epochs}: loss {row['loss']:.4f} "
+                  f"val IoU {row['val_iou']:.4f} Dice {row['val_dice']:.4f} ({row['seconds']:.0f} s)",
+                  flush=True)
+        if row["val_iou"] > best["val_iou"]:
+            best.update(val_iou=row["val_iou"], epoch=epoch,
+                        weights=[w.copy() for w in model.get_weights()] if cfg.restore_best else None)
+            return False
+        return epoch - best["epoch"] >= cfg.patience
+
+    t0 = time.time()
+    model, history = fit_with_validation(cfg, tr["images"], tr["masks"][:, region_index],
+                                         val_x, val_masks, on_epoch, verbose)
+    train_seconds = time.time() - t0
+    if cfg.restore_best and best["weights"] is not None:
+        model.set_weights(best["weights"])
+    final_epoch = best["epoch"] if cfg.restore_best else len(history)
+
+    # Compact export, and proof that the int8 model agrees with the float one.
+    weights_name = f"{cfg.region}.npz"
+    size_bytes = save_compact(model, out_dir / weights_name)
+    probs_float = predict_probabilities(model, val_x)
+    compact = build_unet(cfg.input_size)
+    load_compact(compact, out_dir / weights_name)
+    probs_int8 = predict_probabilities(compact, val_x)
+    agreement = float(np.mean([jaccard(a >= 0.5, b >= 0.5) for a, b in zip(probs_float, probs_int8)]))
+    val_iou, val_dice = mask_scores(probs_int8, val_masks)
+
+    history_name = f"{cfg.region}_history.json"
+    (out_dir / history_name).write_text(json.dumps(history, indent=1) + "\n")
+    keep, blob = thin_snapshots(np.stack(snapshots), snapshot_epochs)
+    snapshot_name = f"{cfg.region}_snapshots.npz"
+    # Case ids are stored (names, not pixels); the app overlays them on the
+    # radiograph only when CXR_DATA_DIR provides that case.
+    buf = io.BytesIO(blob)
+    with np.load(buf) as z:
+        np.savez_compressed(out_dir / snapshot_name, probs=z["probs"], epochs=z["epochs"],
+                            case_ids=np.array([val_ids[i] for i in panel]))
+
+    entry = {
+        "weights": weights_name,
+        "weights_bytes": size_bytes,
+        "input_size": cfg.input_size,
+        "hyperparameters": cfg.hyperparameters(),
+        "study_hyperparameters": get_region(cfg.region).study.as_dict(),
+        "training": {
+            "fold": cfg.fold, "cases": train_ids, "validation_cases": val_ids,
+            "validation_is_training": cfg.fold == "all",
+            "epochs_run": len(history), "epoch_kept": final_epoch,
+            "restore_best": cfg.restore_best, "seconds": round(train_seconds, 1),
+            "backend": keras.backend.backend(), "device": compute_device(),
+            "keras": keras.__version__, "python": platform.python_version(),
+            "augment": cfg.augment.as_dict(), "seed": cfg.seed, "note": cfg.note,
+            "encoder_weights": "imagenet (local file)" if cfg.encoder_weights else None,
+        },
+        "metrics": {"validation_at_input_size": {"jaccard": val_iou, "dice": val_dice,
+                                                 "cases": len(val_ids)},
+                    "int8_vs_float_mask_iou": agreement},
+        "history": history_name,
+        "snapshots": snapshot_name,
+    }
+    update_region(out_dir, cfg.region, entry)
+    return entry
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m cxr_dash.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--region", default="all", help=f"one of {', '.join(REGION_KEYS)}, or all")
+    p.add_argument("--data", default=None, help="SCR data folder (default: $CXR_DATA_DIR)")
+    p.add_argument("--out", default="runs/latest", help="model-set folder to write (e.g. weights)")
+    p.add_argument("--fold", default="odd", choices=("odd", "even", "all"),
+                   help="train on this fold and validate on the other; all: every case")
+    p.add_argument("--input-size", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default: the study's")
+    p.add_argument("--lr", type=float, default=None, help="default: the study's")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the study's (1)")
+    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
+    p.add_argument("--warmup-epochs", type=float, default=0.0)
+    p.add_argument("--loss", choices=LOSSES, default="bce_jaccard")
+    p.add_argument("--augment-copies", type=int, default=5)
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--no-restore-best", action="store_true",
+                   help="keep the last epoch's weights (use when the validation fold is also the test fold)")
+    p.add_argument("--snapshot-cases", type=int, default=4)
+    p.add_argument("--steps-per-epoch", type=int, default=None)
+    p.add_argument("--max-train-cases", type=int, default=None)
+    p.add_argument("--max-val-cases", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--encoder-weights", default=None, help="local ImageNet ResNet34 weights file")
+    p.add_argument("--from-trial", default=None,
+                   help="JSON of a tuning study's best trial (python -m cxr_dash.tune --export-best)")
+    p.add_argument("--note", default="")
+    p.add_argument("--quiet", action="store_true")
+    return p.parse_args(argv)
+
+
+def config_from_args(args, region: str) -> TrainConfig:
+    cfg = TrainConfig(
+        region=region, fold=args.fold, input_size=args.input_size, epochs=args.epochs,
+        optimizer=args.optimizer, learning_rate=args.lr, batch_size=args.batch_size,
+        momentum=args.momentum, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+        loss=args.loss, augment_copies=args.augment_copies, patience=args.patience,
+        restore_best=not args.no_restore_best, snapshot_cases=args.snapshot_cases,
+        steps_per_epoch=args.steps_per_epoch, max_train_cases=args.max_train_cases,
+        max_val_cases=args.max_val_cases, seed=args.seed,
+        encoder_weights=args.encoder_weights, note=args.note)
+    if args.from_trial:
+        trial = json.loads(Path(args.from_trial).read_text())
+        params = trial.get("params", trial)
+        for key in ("optimizer", "learning_rate", "batch_size", "loss", "epochs"):
+            if key in params:
+                setattr(cfg, key, params[key])
+    return cfg
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    root = Path(args.data) if args.data else scr.data_dir_from_env()
+    if root is None:
+        print("error: no data folder: pass --data or set CXR_DATA_DIR", file=sys.stderr)
+        return 2
+    dataset = scr.SCRDataset(root)
+    regions = REGION_KEYS if args.region == "all" else (get_region(args.region).key,)
+    for region in regions:
+        cfg = config_from_args(args, region).resolved()
+        print(f"[{region}] {cfg.optimizer} lr={cfg.learning_rate} batch={cfg.batch_size} "
+              f"size={cfg.input_size} fold={cfg.fold} epochs<={cfg.epochs}", flush=True)
+        entry = train_region(cfg, dataset, args.out, verbose=0 if args.quiet else 1)
+        m = entry["metrics"]
+        print(f"[{region}] done: validation IoU {m['validation_at_input_size']['jaccard']:.4f} "
+              f"(int8 vs float agreement {m['int8_vs_float_mask_iou']:.4f}), "
+              f"{entry['weights_bytes'] / 1e6:.1f} MB -> {Path(args.out) / entry['weights']}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

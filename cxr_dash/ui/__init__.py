@@ -1,0 +1,1 @@
+"""Streamlit panels of the dashboard. Layout only: every number comes from cxr_dash."""

@@ -1,0 +1,146 @@
+"""What the dashboard keeps between reruns: loaded models, the current image, cached results.
+
+Models load once per process (``st.cache_resource``); predictions are cached
+per image digest (``st.cache_data``), so moving a display slider never
+re-runs a model. Uploads are decoded in memory and never written to disk.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from cxr_dash.data import SCR_MASK_SPACING_MM, SCRDataset, data_dir_from_env
+from cxr_dash.errors import ImageReadError, ModelSetError
+from cxr_dash.imaging import read_image
+from cxr_dash.manifest import DEFAULT_MODEL_DIR
+from cxr_dash.render import downsample_for_display
+
+WORKING_SIDE = 1024   # the app works at <= 1024 px, the SCR masks' resolution
+
+
+@dataclass
+class CurrentImage:
+    key: str                                  # content digest: the cache key of every result
+    name: str
+    pixels: np.ndarray                        # working resolution, display orientation
+    original_shape: tuple[int, int]
+    spacing_mm: float | None                  # at working resolution
+    source: str                               # "upload" or "dataset"
+    case_id: str | None = None
+    truth: dict[str, np.ndarray] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def model_dir() -> Path:
+    return Path(os.environ.get("CXR_MODEL_DIR") or DEFAULT_MODEL_DIR)
+
+
+@st.cache_resource(show_spinner="Loading the five region models…")
+def get_segmenter(path: str):
+    from cxr_dash.inference import load_segmenter
+
+    return load_segmenter(path)
+
+
+def segmenter_or_error():
+    try:
+        return get_segmenter(str(model_dir())), None
+    except ModelSetError as exc:
+        return None, str(exc)
+
+
+@st.cache_resource
+def get_dataset(path: str | None) -> SCRDataset | None:
+    if not path:
+        return None
+    try:
+        return SCRDataset(path)
+    except FileNotFoundError:
+        return None
+
+
+def dataset():
+    root = data_dir_from_env()
+    return get_dataset(str(root) if root else None)
+
+
+def _working_copy(pixels: np.ndarray, spacing: float | None):
+    small = downsample_for_display(pixels.astype(np.float32), WORKING_SIDE)
+    scale = pixels.shape[0] / small.shape[0]
+    return small, (spacing * scale if spacing else None)
+
+
+def image_from_upload(name: str, data: bytes) -> CurrentImage:
+    """Decode an upload (in memory). Raises ImageReadError with a user-facing message."""
+    radiograph = read_image(data, name)
+    small, spacing = _working_copy(radiograph.pixels, radiograph.pixel_spacing_mm)
+    digest = hashlib.sha1(data).hexdigest()[:16]
+    return CurrentImage(digest, name, small, radiograph.shape, spacing, "upload",
+                        notes=radiograph.notes)
+
+
+def image_from_case(ds: SCRDataset, case_id: str) -> CurrentImage:
+    case = ds.load_case(case_id)
+    small, _ = _working_copy(case.image, None)
+    truth = {r: (downsample_for_display(m.astype(np.float32), WORKING_SIDE) >= 0.5)
+             if m.shape != small.shape else m for r, m in case.masks.items()}
+    spacing = SCR_MASK_SPACING_MM * 1024 / small.shape[0]
+    return CurrentImage(f"case-{case_id}", case_id, small, case.image.shape, spacing, "dataset",
+                        case_id, truth)
+
+
+@st.cache_data(max_entries=16, show_spinner="Segmenting five regions…")
+def segment(model_key: str, image_key: str, _seg, _pixels) -> dict[str, np.ndarray]:
+    """Probability maps at working resolution; cached per (model set, image)."""
+    return _seg.predict(_pixels)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def segment_small(model_key: str, image_key: str, _seg, _pixels) -> dict[str, np.ndarray]:
+    """Probability maps at each model's input size (explanations start from these)."""
+    return _seg.predict_at_input_size(_pixels)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def masks_for(model_key: str, image_key: str, threshold: float, largest_only: bool, _seg, _probs):
+    return _seg.masks(_probs, threshold, largest_only)
+
+
+def remember_error(message: str) -> None:
+    st.session_state["input_error"] = message
+
+
+def pop_error() -> str | None:
+    return st.session_state.pop("input_error", None)
+
+
+def handle_upload(uploaded) -> None:
+    """Decode a new upload once; on failure keep the previous image and its results."""
+    if uploaded is None or st.session_state.get("upload_id") == uploaded.file_id:
+        return
+    st.session_state["upload_id"] = uploaded.file_id
+    try:
+        st.session_state["current"] = image_from_upload(uploaded.name, uploaded.getvalue())
+    except ImageReadError as exc:
+        remember_error(str(exc))
+    except MemoryError:
+        remember_error(f"{uploaded.name}: the image is too large to process in memory.")
+
+
+def handle_case(ds: SCRDataset, case_id: str | None) -> None:
+    if not case_id or st.session_state.get("case_id") == case_id:
+        return
+    st.session_state["case_id"] = case_id
+    try:
+        st.session_state["current"] = image_from_case(ds, case_id)
+    except (ImageReadError, FileNotFoundError) as exc:
+        remember_error(f"{case_id}: {exc}")
+
+
+def current() -> CurrentImage | None:
+    return st.session_state.get("current")

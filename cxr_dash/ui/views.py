@@ -1,0 +1,487 @@
+"""The dashboard's panels. Each takes a :class:`Context` and lays out results
+computed in ``cxr_dash``; nothing numeric is decided here."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from cxr_dash.regions import REGIONS
+from cxr_dash.render import colormap, display_rgb, overlay_heatmap, overlay_masks
+from cxr_dash.report import (mask_png, masks_npz, masks_zip, png_bytes, region_measurements,
+                             rows_csv, rows_json)
+
+from . import state
+
+
+@dataclass
+class DisplaySettings:
+    threshold: float
+    opacity: float
+    style: str
+    visible: tuple[str, ...]
+    show_truth: bool
+
+
+@dataclass
+class Context:
+    seg: object
+    model_key: str
+    image: state.CurrentImage
+    probs: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    settings: DisplaySettings
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        return self.seg.regions
+
+    def measurements(self) -> list[dict]:
+        return region_measurements(self.probs, self.masks, self.image.spacing_mm, self.image.truth)
+
+
+def colour_chip(region: str) -> str:
+    r = REGIONS[region]
+    return (f"<span style='display:inline-block;width:0.9em;height:0.9em;border-radius:2px;"
+            f"background:{r.hex_colour};margin-right:0.4em;vertical-align:middle'></span>"
+            f"{r.display_name}")
+
+
+def display_settings(regions) -> DisplaySettings:
+    with st.sidebar.expander("Display", expanded=True):
+        threshold = st.slider("Mask threshold", 0.05, 0.95, 0.5, 0.05,
+                              help="Probability above which a pixel belongs to the region.")
+        opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05)
+        style = st.radio("Mask style", ["fill", "outline", "both"], horizontal=True, key="mask_style")
+        st.caption("Regions shown")
+        visible = tuple(r for r in regions
+                        if st.checkbox(REGIONS[r].display_name, True, key=f"show_{r}"))
+        show_truth = st.checkbox("Ground-truth outlines (dataset cases)", True)
+    return DisplaySettings(threshold, opacity, style, visible, show_truth)
+
+
+def _truth_outlines(ctx: Context, rgb: np.ndarray, visible) -> np.ndarray:
+    if ctx.image.truth and ctx.settings.show_truth:
+        white = {r: (255, 255, 255) for r in visible}
+        return overlay_masks(rgb, {r: ctx.image.truth[r] for r in visible if r in ctx.image.truth},
+                             style="outline", colours=white)
+    return rgb
+
+
+def overview(ctx: Context) -> None:
+    s = ctx.settings
+    visible = [r for r in ctx.regions if r in s.visible]
+    rgb = overlay_masks(display_rgb(ctx.image.pixels), {r: ctx.masks[r] for r in visible},
+                        s.opacity, s.style)
+    rgb = _truth_outlines(ctx, rgb, visible)
+    left, right = st.columns([3, 2])
+    caption = f"{ctx.image.name} — patient's right on the image's left"
+    if ctx.image.truth and s.show_truth:
+        caption += "; white outlines: ground truth"
+    left.image(rgb, caption=caption, width="stretch")
+    with right:
+        st.markdown("<br>".join(colour_chip(r) for r in ctx.regions), unsafe_allow_html=True)
+        rows = ctx.measurements()
+        cols = ["name", "area_cm2" if ctx.image.spacing_mm else "area_px", "mean_confidence"]
+        if ctx.image.truth:
+            cols += ["jaccard", "dice", "mean_contour_distance_mm"]
+        st.dataframe([{k: r.get(k) for k in cols} for r in rows], hide_index=True)
+        if not ctx.image.spacing_mm:
+            st.caption("Pixel spacing unknown for this file: areas in pixels.")
+
+
+def _probability_figure(prob: np.ndarray, region: str, max_side: int = 192):
+    import plotly.graph_objects as go
+
+    from cxr_dash.render import downsample_for_display
+
+    small = downsample_for_display(prob, max_side)
+    fig = go.Figure(go.Heatmap(z=small[::-1], colorscale="Inferno", zmin=0, zmax=1,
+                               hovertemplate="p = %{z:.3f}<extra>" + REGIONS[region].display_name
+                               + "</extra>", showscale=False))
+    fig.update_layout(margin=dict(l=0, r=0, t=0, b=0), height=220,
+                      xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
+    return fig
+
+
+def compare_regions(ctx: Context) -> None:
+    st.caption("Each region model on its own: mask overlay, probability map (hover for values), "
+               "area and mean confidence inside the mask" +
+               ("; against the ground truth: Jaccard, Dice, mean contour distance."
+                if ctx.image.truth else "."))
+    rows = {r["region"]: r for r in ctx.measurements()}
+    base = display_rgb(ctx.image.pixels)
+    for col, region in zip(st.columns(len(ctx.regions)), ctx.regions):
+        with col:
+            st.markdown(colour_chip(region), unsafe_allow_html=True)
+            rgb = overlay_masks(base, {region: ctx.masks[region]}, ctx.settings.opacity,
+                                ctx.settings.style)
+            st.image(_truth_outlines(ctx, rgb, [region]), width="stretch")
+            st.plotly_chart(_probability_figure(ctx.probs[region], region), key=f"heat_{region}",
+                            config={"displayModeBar": False})
+            row = rows[region]
+            area = (f"{row['area_cm2']:.1f} cm²" if row["area_cm2"] is not None
+                    else f"{row['area_px']:,} px")
+            st.metric("Area", area)
+            st.metric("Mean confidence", "—" if row["mean_confidence"] is None
+                      else f"{row['mean_confidence']:.3f}")
+            if "jaccard" in row:
+                st.metric("Jaccard", f"{row['jaccard']:.3f}")
+                st.metric("Dice", f"{row['dice']:.3f}")
+                mcd = row["mean_contour_distance_mm"]
+                st.metric("Contour dist.", "—" if mcd != mcd else f"{mcd:.2f} mm")
+
+
+def _explanations() -> dict:
+    return st.session_state.setdefault("explanations", {})
+
+
+def explain_view(ctx: Context) -> None:
+    from cxr_dash.explain import DEFAULT_LAYER, LAYERS, METHODS, explain
+    from cxr_dash.occlusion import default_patch_and_stride, model_predictor, occlusion_sensitivity
+
+    small = state.segment_small(ctx.model_key, ctx.image.key, ctx.seg, ctx.image.pixels)
+    st.caption("Score explained: the region model's output summed over the region it predicts "
+               "(Seg-Grad-CAM). Heatmaps are normalised per image and region.")
+    c1, c2, c3 = st.columns([2, 2, 3])
+    method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get)
+    labels = list(LAYERS)
+    default_label = next(k for k, v in LAYERS.items() if v == DEFAULT_LAYER)
+    layer_label = c2.selectbox("Layer", labels, index=labels.index(default_label),
+                               disabled=method == "smoothgrad",
+                               help="Gradient methods explain this layer's activations.")
+    chosen = c3.multiselect("Regions", list(ctx.regions), default=[ctx.regions[0]],
+                            format_func=lambda r: REGIONS[r].display_name)
+    params = {}
+    if method == "smoothgrad":
+        p1, p2 = st.columns(2)
+        params["smooth_samples"] = p1.slider("Noisy samples", 4, 48, 16, 4)
+        params["smooth_noise"] = p2.slider("Noise (sd)", 0.05, 0.5, 0.15, 0.05)
+    elif method == "scorecam":
+        params["max_channels"] = st.slider("Activation maps used (Faster Score-CAM)", 8, 64, 32, 8)
+    layer = LAYERS[layer_label]
+    store = _explanations()
+    key_of = lambda r: (ctx.model_key, ctx.image.key, r, method, layer, ctx.settings.threshold,
+                        tuple(sorted(params.items())))
+    if st.button("Run explanation", type="primary", disabled=not chosen):
+        bar = st.progress(0.0, text="Explaining…")
+        for i, region in enumerate(chosen):
+            if key_of(region) not in store:
+                store[key_of(region)] = explain(ctx.seg, ctx.image.pixels, region, method, layer,
+                                                ctx.settings.threshold, prob=small[region], **params)
+            bar.progress((i + 1) / len(chosen), text=f"{REGIONS[region].display_name} done")
+        bar.empty()
+    base = display_rgb(ctx.image.pixels)
+    done = [(r, store[key_of(r)]) for r in chosen if key_of(r) in store]
+    if done:
+        for col, (region, exp) in zip(st.columns(max(len(done), 2)), done):
+            with col:
+                st.markdown(colour_chip(region), unsafe_allow_html=True)
+                heat = exp.at_size(ctx.image.pixels.shape)
+                shown = overlay_masks(overlay_heatmap(base, heat, ctx.settings.opacity + 0.2),
+                                      {region: ctx.masks[region]}, style="outline")
+                st.image(shown, width="stretch",
+                         caption=f"{METHODS[method]}, {layer_label if exp.layer else 'input'} "
+                                 f"— {exp.seconds:.1f} s")
+    elif chosen:
+        st.info("Choose a method, layer and regions, then **Run explanation**.")
+
+    st.divider()
+    st.subheader("Occlusion sensitivity")
+    region = st.selectbox("Region", list(ctx.regions), key="occ_region",
+                          format_func=lambda r: REGIONS[r].display_name)
+    size = ctx.seg.input_size(region)
+    d_patch, d_stride = default_patch_and_stride(size)
+    o1, o2, o3 = st.columns(3)
+    patch = o1.slider("Patch (model pixels)", 4, size // 2, d_patch, 2,
+                      help=f"The model sees {size} x {size}; one model pixel is "
+                           f"{ctx.image.pixels.shape[0] / size:.0f} image pixels here.")
+    stride = o2.slider("Stride", 2, size // 4, d_stride, 1)
+    baseline = o3.selectbox("Baseline", ["black (0)", "mean grey", "blur", "white (1)"])
+    base_value = {"black (0)": 0.0, "mean grey": "mean", "blur": "blur", "white (1)": 1.0}[baseline]
+    okey = ("occ", ctx.model_key, ctx.image.key, region, patch, stride, base_value,
+            ctx.settings.threshold)
+    if st.button("Run occlusion"):
+        bar = st.progress(0.0, text="Occluding…")
+        store[okey] = occlusion_sensitivity(
+            model_predictor(ctx.seg.model(region)), ctx.seg.prepare(ctx.image.pixels, region),
+            small[region] >= ctx.settings.threshold, patch, stride, base_value,
+            progress=lambda done, total: bar.progress(done / total, text=f"{done}/{total} patches"))
+        bar.empty()
+    if okey in store:
+        res = store[okey]
+        pos = np.clip(res.sensitivity, 0, None)
+        heat = pos / pos.max() if pos.max() > 0 else pos
+        import cv2
+        heat_big = cv2.resize(heat, ctx.image.pixels.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        shown = overlay_masks(overlay_heatmap(base, heat_big, 0.6), {region: ctx.masks[region]},
+                              style="outline")
+        c1, c2 = st.columns([3, 2])
+        c1.image(shown, width="stretch",
+                 caption=f"Score drop when a {res.patch}-px patch is hidden ({res.evaluations} "
+                         f"forward passes, {res.seconds:.1f} s)")
+        split = res.inside_outside(small[region] >= ctx.settings.threshold)
+        c2.metric("Base score (mean probability in region)", f"{res.base_score:.3f}")
+        c2.metric("Sensitivity inside the region", f"{split['inside_fraction']:.0%}",
+                  help=f"The region covers {split['region_area_fraction']:.0%} of the input; "
+                       "a share well above that means the model looks at the region itself.")
+        st.session_state.setdefault("heatmaps", {})[f"occlusion_{region}"] = heat_big
+
+
+def playback(ctx_or_none, seg) -> None:
+    from cxr_dash.record import load_record
+
+    region = st.selectbox("Region", list(seg.regions), key="pb_region",
+                          format_func=lambda r: REGIONS[r].display_name)
+    record = load_record(seg.model_dir, seg.manifest, region)
+    if record is None or not len(record.snapshot_epochs):
+        st.info("This model set has no training snapshots for this region.")
+        return
+    n = len(record.snapshot_epochs)
+    key = f"pb_epoch_{region}"
+    st.session_state.setdefault(key, n - 1)
+    playing = st.toggle("Play", key="pb_play")
+    if n > 1:
+        st.slider("Epoch", 0, n - 1, key=key,
+                  format="%d", help="Index into the saved epochs (shown below).")
+    case_index = 0
+    if len(record.case_ids) > 1:
+        case_index = st.radio("Monitor case", range(len(record.case_ids)), horizontal=True,
+                              format_func=lambda i: record.case_ids[i])
+    ds = state.dataset()
+
+    @st.fragment(run_every=0.6 if playing else None)
+    def frame():
+        if playing:
+            st.session_state[key] = (st.session_state[key] + 1) % n
+        i = st.session_state[key]
+        epoch = int(record.snapshot_epochs[i])
+        prob = record.snapshot(i, case_index)
+        case_id = record.case_ids[case_index] if record.case_ids else None
+        left, right = st.columns([2, 3])
+        if ds is not None and case_id and case_id in ds.image_paths:
+            from cxr_dash.preprocess import prepare_input
+
+            base = (prepare_input(ds.load_image(case_id).pixels, prob.shape[0])[..., 0] * 255)
+            rgb = overlay_heatmap(np.repeat(base.astype(np.uint8)[..., None], 3, axis=2), prob, 0.6)
+            rgb = overlay_masks(rgb, {region: prob >= 0.5}, style="outline")
+            caption = f"{case_id}, epoch {epoch}: probability over the radiograph"
+        else:
+            rgb = colormap(prob)
+            caption = f"{case_id or 'monitor case'}, epoch {epoch}: probability map " \
+                      "(set CXR_DATA_DIR to overlay it on the radiograph)"
+        left.image(rgb, caption=caption, width="stretch")
+        with right:
+            _history_figure(record.history, epoch)
+    frame()
+    hp, study = record.hyperparameters, record.study_hyperparameters
+    rows = [{"setting": k, "used": str(hp.get(k)), "study": str(study.get(k, "—"))} for k in hp]
+    st.dataframe(rows, hide_index=True)
+    t = record.training
+    if t:
+        st.caption(f"Trained on fold **{t.get('fold')}** ({len(t.get('cases', []))} cases), "
+                   f"{t.get('epochs_run', '?')} epochs, backend {t.get('backend', '?')} on "
+                   f"{t.get('device', '?')}. {t.get('note', '')}")
+
+
+def _history_figure(history: list[dict], epoch: int) -> None:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not history:
+        st.info("No training history recorded.")
+        return
+    ep = [h["epoch"] for h in history]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=ep, y=[h["loss"] for h in history], name="training loss"),
+                  secondary_y=False)
+    fig.add_trace(go.Scatter(x=ep, y=[h.get("val_iou") for h in history], name="validation IoU"),
+                  secondary_y=True)
+    fig.add_trace(go.Scatter(x=ep, y=[h.get("val_dice") for h in history], name="validation Dice",
+                             line=dict(dash="dot")), secondary_y=True)
+    fig.add_vline(x=epoch, line_color="grey", line_dash="dash")
+    fig.update_layout(height=320, margin=dict(l=0, r=0, t=10, b=0),
+                      legend=dict(orientation="h", y=-0.2))
+    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_yaxes(title_text="IoU / Dice", range=[0, 1], secondary_y=True)
+    st.plotly_chart(fig, key=f"hist_{epoch}")
+
+
+def downloads(ctx: Context) -> None:
+    stem = ctx.image.name.rsplit(".", 1)[0] or "radiograph"
+    st.caption(f"Masks at working resolution {ctx.image.pixels.shape[1]} x {ctx.image.pixels.shape[0]} "
+               f"(original {ctx.image.original_shape[1]} x {ctx.image.original_shape[0]}), "
+               f"threshold {ctx.settings.threshold:.2f}.")
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        st.markdown("**Masks**")
+        for region in ctx.regions:
+            st.download_button(f"{REGIONS[region].display_name} (PNG)", mask_png(ctx.masks[region]),
+                               f"{stem}_{region}.png", "image/png", key=f"dl_mask_{region}")
+        st.download_button("All masks (ZIP of PNGs)", masks_zip(ctx.masks, stem), f"{stem}_masks.zip",
+                           "application/zip")
+        st.download_button("Masks + probabilities (NPZ)", masks_npz(ctx.masks, ctx.probs),
+                           f"{stem}_masks.npz", "application/octet-stream")
+    with c2:
+        st.markdown("**Heatmaps**")
+        for region in ctx.regions:
+            st.download_button(f"{REGIONS[region].display_name} probability (PNG)",
+                               png_bytes(colormap(ctx.probs[region])), f"{stem}_{region}_prob.png",
+                               "image/png", key=f"dl_prob_{region}")
+        for name, heat in st.session_state.get("heatmaps", {}).items():
+            st.download_button(f"{name} (PNG)", png_bytes(colormap(heat, "jet")), f"{stem}_{name}.png",
+                               "image/png", key=f"dl_{name}")
+        for k, exp in _explanations().items():
+            if k[0] == "occ" or k[1] != ctx.image.key:
+                continue
+            name = f"{exp.method}_{exp.region}"
+            st.download_button(f"{name} (PNG)", png_bytes(colormap(exp.heatmap, "jet")),
+                               f"{stem}_{name}.png", "image/png", key=f"dl_exp_{hash(k)}")
+    with c3:
+        st.markdown("**Region metrics**")
+        rows = ctx.measurements()
+        context = {"image": ctx.image.name, "threshold": ctx.settings.threshold,
+                   "pixel_spacing_mm": ctx.image.spacing_mm, "model_set": ctx.model_key}
+        st.download_button("Metrics (CSV)", rows_csv(rows), f"{stem}_metrics.csv", "text/csv")
+        st.download_button("Metrics (JSON)", rows_json(rows, **context), f"{stem}_metrics.json",
+                           "application/json")
+
+
+def model_card(seg) -> None:
+    m = seg.manifest
+    st.markdown(f"**Architecture**: {m.get('architecture')} · **weights**: {m.get('weights_format')} "
+                f"· folder `{seg.model_dir}`")
+    rows = []
+    for region in seg.regions:
+        e = seg.entry(region)
+        t, met = e.get("training", {}), e.get("metrics", {})
+        held = met.get("heldout_1024", {})
+        rows.append({
+            "region": REGIONS[region].display_name, "input": e.get("input_size"),
+            "optimizer": e.get("hyperparameters", {}).get("optimizer"),
+            "lr": e.get("hyperparameters", {}).get("learning_rate"),
+            "batch": e.get("hyperparameters", {}).get("batch_size"),
+            "fold": t.get("fold"), "train cases": len(t.get("cases", [])),
+            "epochs": t.get("epochs_run"), "device": t.get("device"),
+            "held-out Jaccard (1024)": held.get("jaccard", {}).get("mean"),
+            "held-out Dice": held.get("dice", {}).get("mean"),
+            "MCD mm": held.get("mean_contour_distance_mm", {}).get("mean"),
+            "int8 vs float IoU": met.get("int8_vs_float_mask_iou")})
+    st.dataframe(rows, hide_index=True)
+    st.caption("Reproduce the held-out figures: `python -m cxr_dash.evaluate --models weights` "
+               "(CXR_DATA_DIR set). Training: `python -m cxr_dash.train --help`.")
+    with st.expander("manifest.json"):
+        st.code(json.dumps({k: v for k, v in m.items() if k != "regions"}, indent=1), language="json")
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _training_atlas(model_key: str, region: str, _seg, _ds):
+    """Mean training mask of a region (needs CXR_DATA_DIR; never stored in the project)."""
+    from cxr_dash.data import pack
+    from cxr_dash.position import atlas_from_masks
+    from cxr_dash.regions import REGION_KEYS
+
+    cases = _seg.entry(region).get("training", {}).get("cases") or _ds.cases_with_masks()
+    masks = pack(_ds, cases, _seg.input_size(region))["masks"][:, REGION_KEYS.index(region)]
+    return atlas_from_masks(masks)
+
+
+def position_view(ctx: Context) -> None:
+    from cxr_dash import position as pos
+    from cxr_dash.preprocess import resize_mask
+
+    st.caption("Does each model follow the anatomy when the image moves, or draw its region where "
+               "it usually lies? Tests: translation, zoom, flip, content removal, occlusion inside vs "
+               "outside the region and, for dataset cases, the training atlas. "
+               "Dataset-wide: `python -m cxr_dash.position --out results/position`.")
+    chosen = st.multiselect("Regions", list(ctx.regions), default=list(ctx.regions), key="pos_regions",
+                            format_func=lambda r: REGIONS[r].display_name)
+    with_occlusion = st.checkbox("Include occlusion (slower)", True, key="pos_occ")
+    store = st.session_state.setdefault("position", {})
+    key = (ctx.model_key, ctx.image.key, tuple(chosen), with_occlusion)
+    if st.button("Run position tests", type="primary", disabled=not chosen):
+        bar = st.progress(0.0, text="Testing…")
+        reports = {}
+        ds = state.dataset()
+        for i, region in enumerate(chosen):
+            atlas = truth = None
+            if ctx.image.truth and ds is not None:
+                atlas = _training_atlas(ctx.model_key, region, ctx.seg, ds)
+                truth = resize_mask(ctx.image.truth[region], ctx.seg.input_size(region)).astype(bool)
+            reports[region] = pos.run_all(pos.region_predictor(ctx.seg, region),
+                                          ctx.seg.prepare(ctx.image.pixels, region), region, atlas,
+                                          truth, occlusion=with_occlusion)
+            bar.progress((i + 1) / len(chosen), text=f"{REGIONS[region].display_name} done")
+        bar.empty()
+        store[key] = reports
+    reports = store.get(key)
+    if not reports:
+        st.info("Choose regions, then **Run position tests**.")
+        return
+    for col, (region, rep) in zip(st.columns(len(reports)), reports.items()):
+        with col:
+            s = rep.summary
+            st.markdown(colour_chip(region), unsafe_allow_html=True)
+            st.metric("Verdict", s["verdict"])
+            st.metric("Anatomy-following index", f"{s['anatomy_following_index']:+.2f}",
+                      help="+1: the mask follows shifted and zoomed anatomy; -1: it stays put.")
+            st.metric("Content-free Dice", f"{s['phantom_dice']:.2f}",
+                      help="Overlap of the prediction on a blank/grey/noise input with the real one.")
+            if rep.occlusion:
+                st.metric("Occlusion enrichment", f"{rep.occlusion['enrichment']:.1f}x",
+                          help="Share of occlusion sensitivity inside the region over its area share.")
+            if rep.atlas:
+                st.metric("Atlas vs model Jaccard",
+                          f"{rep.atlas['atlas_jaccard']:.2f} / {rep.atlas['model_jaccard']:.2f}")
+            flip = rep.flip
+            st.caption(f"Flip: follows mirror {flip['follows_mirrored_anatomy']:.2f}, stays on side "
+                       f"{flip['stays_on_its_side']:.2f}")
+            with st.expander("Evidence"):
+                st.write("\n".join(f"- {e}" for e in s["evidence"]))
+    st.pyplot(pos.figure_transform_curves(reports), clear_figure=True)
+    st.pyplot(pos.figure_content_removal(reports), clear_figure=True)
+    st.caption("Laterality is partly positional by nature: a mirrored left lung looks like a right "
+               "lung, so the flip test describes, it does not judge.")
+
+
+def search_view(seg) -> None:
+    import os
+
+    import plotly.express as px
+
+    from cxr_dash.manifest import PROJECT_ROOT
+    from cxr_dash.tune import load_exports
+
+    folders = [os.environ.get("CXR_TUNE_DIR") or "results/tune", str(PROJECT_ROOT / "results" / "tune"),
+               str(PROJECT_ROOT / "weights" / "search")]
+    exports: dict = {}
+    for folder in folders:
+        for region, payload in load_exports(folder).items():
+            exports.setdefault(region, payload)
+    if not exports:
+        st.info("No hyper-parameter search found (looked in "
+                + ", ".join(f"`{f}`" for f in dict.fromkeys(folders)) + "). Run "
+                "`python -m cxr_dash.tune --region heart --folds 2 --trials 20`.")
+        return
+    region = st.selectbox("Region", [r for r in seg.regions if r in exports] or list(exports),
+                          format_func=lambda r: REGIONS[r].display_name, key="search_region")
+    payload = exports[region]
+    trials = [t for t in payload["trials"] if t.get("learning_rate") is not None]
+    done = [t for t in trials if t["state"] == "COMPLETE"]
+    st.caption(f"Study `{payload['study']}`: {len(trials)} trials, {len(done)} complete, "
+               f"{sum(t['state'] == 'PRUNED' for t in trials)} pruned; exported {payload['exported']}.")
+    if done:
+        fig = px.scatter(done, x="learning_rate", y="value", color="optimizer", log_x=True,
+                         symbol="optimizer", hover_data=["number", "batch_size", "loss", "epochs"],
+                         labels={"learning_rate": "learning rate", "value": "mean IoU over folds"})
+        fig.update_layout(height=380, margin=dict(l=0, r=0, t=10, b=0))
+        st.plotly_chart(fig, key="search_scatter")
+    best, published = payload.get("best"), payload.get("published", {})
+    rows = [{"": "published (study)", **{k: published.get(k) for k in ("optimizer", "learning_rate", "batch_size")},
+             "mean IoU": next((t["value"] for t in trials if t.get("source") == "study table"), None)}]
+    if best:
+        rows.append({"": "best found", **{k: best.get(k) for k in ("optimizer", "learning_rate", "batch_size")},
+                     "loss": best.get("loss"), "epochs": best.get("epochs"), "mean IoU": best.get("value")})
+    st.dataframe(rows, hide_index=True)

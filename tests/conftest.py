@@ -1,0 +1,66 @@
+"""Shared fixtures: the real data folder, synthetic files, tiny model sets."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from cxr_dash.regions import REGION_KEYS  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    value = os.environ.get("CXR_DATA_DIR")
+    if not value or not Path(value).is_dir():
+        pytest.skip("CXR_DATA_DIR is not set to the SCR data folder")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def dataset(data_dir):
+    from cxr_dash.data import SCRDataset
+
+    return SCRDataset(data_dir)
+
+
+def make_random_model_set(folder: Path, input_size: int = 64, regions=REGION_KEYS,
+                          training_cases=()) -> Path:
+    """A complete model set with random weights: fast to build, real file format."""
+    from cxr_dash.manifest import update_region
+    from cxr_dash.model import build_unet, save_compact
+    from cxr_dash.regions import get_region
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = build_unet(input_size)
+    for i, region in enumerate(regions):
+        import keras
+        keras.utils.set_random_seed(i)
+        model = build_unet(input_size)
+        save_compact(model, folder / f"{region}.npz")
+        history = [{"epoch": e, "loss": 1.0 / e, "val_iou": 0.5 + 0.05 * e, "val_dice": 0.6 + 0.05 * e}
+                   for e in range(1, 4)]
+        import json
+        (folder / f"{region}_history.json").write_text(json.dumps(history))
+        rng = np.random.default_rng(i)
+        np.savez_compressed(folder / f"{region}_snapshots.npz",
+                            probs=(rng.random((3, 2, input_size, input_size)) * 255).astype(np.uint8),
+                            epochs=np.array([1, 2, 3]),
+                            case_ids=np.array(["JPCLN104", "JPCLN002"]))
+        update_region(folder, region, {
+            "weights": f"{region}.npz", "input_size": input_size,
+            "hyperparameters": {**get_region(region).study.as_dict(), "input_size": input_size},
+            "study_hyperparameters": get_region(region).study.as_dict(),
+            "training": {"fold": "odd", "cases": list(training_cases), "note": "random weights (test)"},
+            "metrics": {}, "history": f"{region}_history.json",
+            "snapshots": f"{region}_snapshots.npz"})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_set(tmp_path_factory) -> Path:
+    return make_random_model_set(tmp_path_factory.mktemp("tiny_set"), input_size=64)

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr_dash.data import SCRDataset, case_fold, pack, split_folds
+from cxr_dash.regions import REGION_KEYS
+
+
+def test_parity_rule():
+    assert case_fold("JPCLN001") == "odd" and case_fold("JPCNN002") == "even"
+    folds = split_folds(["JPCLN003", "JPCLN004", "JPCNN001", "JPCNN010"])
+    assert folds == {"odd": ["JPCLN003", "JPCNN001"], "even": ["JPCLN004", "JPCNN010"]}
+    with pytest.raises(ValueError):
+        case_fold("IMG_0001")
+
+
+def test_real_split_follows_parity_and_covers_every_case(dataset):
+    folds = dataset.folds()
+    cases = dataset.cases_with_masks()
+    assert len(cases) == 200 and sorted(folds["odd"] + folds["even"]) == cases
+    assert all(int(c[-3:]) % 2 == 1 for c in folds["odd"])
+    assert all(int(c[-3:]) % 2 == 0 for c in folds["even"])
+
+
+def test_real_case_orientation_and_masks(dataset):
+    case = dataset.load_case("JPCLN002")
+    assert case.image.shape == (1024, 1024)
+    assert set(case.masks) == set(REGION_KEYS)
+    # Patient's left lung is on the image's right-hand side.
+    cols = np.nonzero(case.masks["left_lung"])[1]
+    assert cols.mean() > 512 > np.nonzero(case.masks["right_lung"])[1].mean()
+    # Display orientation: lung fields darker than the mediastinum/heart.
+    assert case.image[case.masks["right_lung"]].mean() < case.image[case.masks["heart"]].mean()
+
+
+def test_pack_shapes(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path))
+    arrays = pack(dataset, ["JPCLN001", "JPCLN002"], 64)
+    assert arrays["images"].shape == (2, 64, 64) and arrays["masks"].shape == (2, 5, 64, 64)
+    assert 0 <= arrays["images"].min() and arrays["images"].max() <= 1
+    assert list(tmp_path.glob("pack_64_*.npz"))  # cached outside the project
+
+
+def test_original_distribution_layout(tmp_path):
+    """JSRT raw .IMG files and SCR mask folders named with spaces."""
+    side = 64
+    rng = np.random.default_rng(0)
+    (tmp_path / "All247images").mkdir()
+    for case in ("JPCLN001", "JPCLN002"):
+        raw = (rng.random((side, side)) * 4095).astype(">u2")
+        (tmp_path / "All247images" / f"{case}.IMG").write_bytes(raw.tobytes())
+        for region in REGION_KEYS:
+            folder = tmp_path / "scratch" / "masks" / region.replace("_", " ")
+            folder.mkdir(parents=True, exist_ok=True)
+            m = np.zeros((32, 32), np.uint8)
+            m[4:12, 4:12] = 255
+            Image.fromarray(m).save(folder / f"{case}.gif")
+    ds = SCRDataset(tmp_path)
+    assert ds.cases_with_masks() == ["JPCLN001", "JPCLN002"]
+    case = ds.load_case("JPCLN001")
+    assert case.image.shape == (side, side) and case.masks["left_lung"].sum() == 64

@@ -1,0 +1,188 @@
+"""Every reader on synthetic files: what it accepts, and that bad input raises ImageReadError."""
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr_dash.errors import ImageReadError
+from cxr_dash.imaging import read_image, read_mask
+
+
+def gradient(h=64, w=48, dtype=np.uint8, high=255):
+    y = np.linspace(0, high, h)[:, None] * np.ones((1, w))
+    return np.round(y).astype(dtype)
+
+
+def encode(arr, fmt="PNG", mode=None):
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_png_8bit_grey():
+    img = read_image(encode(gradient()), "x.png")
+    assert img.source_format == "png" and img.pixels.dtype == np.uint8
+    assert img.shape == (64, 48) and img.pixels[-1, 0] == 255
+
+
+def test_png_16bit_keeps_full_depth():
+    arr = gradient(dtype=np.uint16, high=60000)
+    img = read_image(encode(arr), "x16.png")
+    assert img.pixels.dtype == np.uint16 and img.pixels.max() == 60000
+
+
+def test_rgb_and_rgba_become_grey():
+    rgb = np.stack([gradient()] * 3, axis=2)
+    assert read_image(encode(rgb), "c.png").pixels.ndim == 2
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    img = read_image(encode(rgba), "c.png")
+    assert img.pixels.ndim == 2 and "alpha channel ignored" in img.notes
+
+
+def test_jpeg():
+    img = read_image(encode(gradient(), "JPEG"), "x.jpg")
+    assert img.source_format == "jpeg" and abs(int(img.pixels[-1, 0]) - 255) < 8
+
+
+def make_jsrt_img(side=64):
+    display = gradient(side, side, np.uint16, 4095)
+    raw = (4095 - display).astype(">u2")   # JSRT stores high values as dark
+    return raw.tobytes(), display
+
+
+def test_jsrt_raw_img_is_big_endian_inverted_12bit():
+    data, display = make_jsrt_img()
+    img = read_image(data, "JPCLN001_synthetic.IMG")
+    assert img.source_format == "jsrt-img"
+    np.testing.assert_array_equal(img.pixels, display)
+    assert img.pixel_spacing_mm == pytest.approx(0.175 * 2048 / 64)
+
+
+def test_jsrt_raw_img_wrong_size_or_values():
+    data, _ = make_jsrt_img()
+    with pytest.raises(ImageReadError, match="truncated"):
+        read_image(data[:-2], "x.IMG")
+    with pytest.raises(ImageReadError, match="12-bit"):
+        read_image(np.full((64, 64), 65000, ">u2").tobytes(), "x.IMG")
+
+
+def make_dicom(pixels, photometric="MONOCHROME2", slope=None, intercept=None, window=None,
+               bits=16, truncate=0):
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Modality = "DX"
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = bits
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    ds.PixelSpacing = [0.2, 0.2]
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.astype(np.uint16 if bits == 16 else np.uint8).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    return data[:-truncate] if truncate else data
+
+
+def test_dicom_monochrome2():
+    arr = gradient(dtype=np.uint16, high=4000)
+    img = read_image(make_dicom(arr), "a.dcm")
+    assert img.source_format == "dicom" and img.pixel_spacing_mm == pytest.approx(0.2)
+    assert img.pixels[-1, 0] > img.pixels[0, 0]
+
+
+def test_dicom_monochrome1_is_inverted_to_bone_bright():
+    arr = gradient(dtype=np.uint16, high=4000)
+    img = read_image(make_dicom(arr, "MONOCHROME1"), "inv.dcm")
+    # Stored high = dark; after reading, the stored-high row must be the darkest.
+    assert img.pixels[-1, 0] < img.pixels[0, 0]
+    assert any("MONOCHROME1" in n for n in img.notes)
+
+
+def test_dicom_rescale_and_window_are_applied():
+    arr = gradient(dtype=np.uint16, high=1000)
+    img = read_image(make_dicom(arr, slope=2.0, intercept=-1000.0), "r.dcm")
+    assert img.pixels.min() == pytest.approx(-1000) and img.pixels.max() == pytest.approx(1000)
+    win = read_image(make_dicom(arr, window=(500, 200)), "w.dcm")
+    # Values far outside the 400..600 window are clipped to its ends.
+    assert (win.pixels[:10] == win.pixels.min()).all() and (win.pixels[-10:] == win.pixels.max()).all()
+
+
+@pytest.mark.parametrize("data,name,message", [
+    (b"", "empty.png", "empty"),
+    (b"hello, this is text", "notes.txt", "not a supported image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "broken.png", "corrupt"),
+    (b"\xff\xd8\xff\xe0" + b"garbage" * 10, "broken.jpg", "corrupt|truncated"),
+])
+def test_bad_bytes_raise_the_documented_error(data, name, message):
+    with pytest.raises(ImageReadError, match=message):
+        read_image(data, name)
+
+
+def test_truncated_png_and_jpeg():
+    big = (np.random.default_rng(0).random((256, 256)) * 255).astype(np.uint8)
+    for fmt, name in (("PNG", "t.png"), ("JPEG", "t.jpg")):
+        data = encode(big, fmt)
+        with pytest.raises(ImageReadError, match="truncated|corrupt"):
+            read_image(data[: len(data) // 2], name)
+
+
+def test_truncated_dicom():
+    data = make_dicom(gradient(dtype=np.uint16, high=4000), truncate=3000)
+    with pytest.raises(ImageReadError):
+        read_image(data, "cut.dcm")
+
+
+def png_claiming_size(width, height):
+    """A valid tiny PNG whose header claims another size (a decompression bomb's shape)."""
+    data = bytearray(encode(gradient(8, 8)))
+    ihdr = bytearray(data[12:29])              # 'IHDR' + 13 bytes of fields
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def test_oversized_image_is_refused_before_decoding():
+    with pytest.raises(ImageReadError, match="too large"):
+        read_image(png_claiming_size(9000, 9000), "huge.png")
+
+
+def test_uniform_and_tiny_images_are_refused():
+    with pytest.raises(ImageReadError, match="uniform"):
+        read_image(encode(np.full((64, 64), 7, np.uint8)), "flat.png")
+    with pytest.raises(ImageReadError, match="too small"):
+        read_image(encode(gradient(8, 8)), "tiny.png")
+
+
+def test_gif_mask_reader(tmp_path):
+    m = np.zeros((64, 64), np.uint8)
+    m[10:20, 5:30] = 255
+    path = tmp_path / "left lung" / "JPCLN001_synthetic.gif"
+    path.parent.mkdir()
+    Image.fromarray(m).save(path, format="GIF")
+    mask = read_mask(path)
+    assert mask.dtype == bool and mask.sum() == 250
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageReadError, match="no such file"):
+        read_image(tmp_path / "nope.png")

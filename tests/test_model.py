@@ -1,0 +1,76 @@
+"""The U-Net, its compact format, and training on real cases."""
+import json
+
+import numpy as np
+import pytest
+
+from cxr_dash.data import pack
+from cxr_dash.model import build_unet, dequantise, load_compact, predict_probabilities, quantise, save_compact
+
+
+def test_quantisation_is_per_channel_and_close():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3, 3, 8, 16)).astype(np.float32) * np.linspace(0.01, 2, 16)
+    back = dequantise(quantise([w]), 1)[0]
+    # Per-channel scales keep the error relative to each channel's range.
+    rel = np.abs(back - w).max(axis=(0, 1, 2)) / np.abs(w).max(axis=(0, 1, 2))
+    assert rel.max() <= 0.5 / 127 + 1e-6
+
+
+def test_compact_file_size_and_roundtrip(tmp_path):
+    model = build_unet(64)
+    size = save_compact(model, tmp_path / "m.npz")
+    assert model.count_params() > 24e6
+    assert size < 26e6          # five of these stay under the 130 MB budget
+    other = build_unet(64)
+    load_compact(other, tmp_path / "m.npz")
+    x = np.random.default_rng(0).random((2, 64, 64, 3)).astype(np.float32)
+    a, b = predict_probabilities(model, x), predict_probabilities(other, x)
+    assert np.abs(a - b).mean() < 0.01
+
+
+def test_compact_loader_rejects_other_files(tmp_path):
+    np.savez(tmp_path / "bad.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="not a"):
+        load_compact(build_unet(64), tmp_path / "bad.npz")
+
+
+def test_a_few_steps_on_real_cases_lower_the_loss(dataset, tmp_path, monkeypatch):
+    import keras
+
+    from cxr_dash.train import make_loss
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path))
+    keras.utils.set_random_seed(0)
+    arrays = pack(dataset, dataset.folds()["odd"][:4], 64)
+    x = np.repeat(arrays["images"].astype(np.float32)[..., None], 3, axis=3)
+    y = arrays["masks"][:, 2, ..., None].astype(np.float32)   # left lung
+    model = build_unet(64)
+    model.compile(keras.optimizers.Adam(1e-3), loss=make_loss("bce_jaccard"))
+    # One batch of the same four cases per epoch; the loss is the training-mode
+    # loss (batch statistics), as batch-norm running means lag after 8 steps.
+    losses = model.fit(x, y, batch_size=4, epochs=8, verbose=0).history["loss"]
+    assert losses[-1] < losses[0] - 0.05
+
+
+def test_train_tool_writes_a_model_set(dataset, tmp_path, monkeypatch):
+    from cxr_dash.manifest import read_manifest
+    from cxr_dash.train import main
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "set"
+    rc = main(["--region", "right_clavicle", "--data", str(dataset.root), "--out", str(out),
+               "--input-size", "64", "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "2",
+               "--max-train-cases", "6", "--max-val-cases", "6", "--quiet"])
+    assert rc == 0
+    entry = read_manifest(out)["regions"]["right_clavicle"]
+    assert entry["hyperparameters"]["optimizer"] == "rmsprop"            # the study's default
+    assert entry["hyperparameters"]["learning_rate"] == pytest.approx(0.00035)
+    assert all(int(c[-3:]) % 2 == 1 for c in entry["training"]["cases"])
+    assert all(int(c[-3:]) % 2 == 0 for c in entry["training"]["validation_cases"])
+    history = json.loads((out / entry["history"]).read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and {"loss", "val_iou", "val_dice"} <= set(history[0])
+    with np.load(out / entry["snapshots"]) as z:
+        assert z["probs"].dtype == np.uint8 and z["probs"].shape[:2] == (2, 4)
+        assert z["case_ids"][0] == "JPCLN104"            # the study's monitor case leads the panel
+    assert (out / entry["weights"]).stat().st_size < 26e6

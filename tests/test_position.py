@@ -1,0 +1,73 @@
+"""The position tests on models whose answer is known, then on real cases."""
+import numpy as np
+import pytest
+
+from cxr_dash import position as pos
+
+S = 64
+
+
+def fixed_blob(batch: np.ndarray) -> np.ndarray:
+    """Draws the same blob whatever it is shown: a purely positional 'model'."""
+    out = np.zeros(batch.shape[:3], np.float32)
+    out[:, 20:40, 12:30] = 1.0
+    return out
+
+
+def bright_object(batch: np.ndarray) -> np.ndarray:
+    """Segments whatever is bright, wherever it is: a purely anatomical 'model'."""
+    return (batch[..., 0] > 0.6).astype(np.float32)
+
+
+def scene() -> np.ndarray:
+    x = np.full((S, S), 0.3, np.float32)
+    x[22:38, 26:42] = 0.9   # the "organ"
+    return np.repeat(x[..., None], 3, axis=2)
+
+
+def test_fixed_blob_model_is_positional():
+    rep = pos.run_all(fixed_blob, scene(), "heart")
+    assert pos.mean_index(rep.translation) == pytest.approx(-1.0)
+    assert rep.content_removal["blank"]["dice_with_original"] == 1.0
+    assert rep.summary["verdict"] == "position"
+
+
+def test_bright_object_model_follows_anatomy():
+    rep = pos.run_all(bright_object, scene(), "heart")
+    assert pos.mean_index(rep.translation) > 0.9
+    assert pos.mean_index(rep.scale) > 0.5
+    assert rep.content_removal["blank"]["dice_with_original"] == 0.0
+    assert rep.occlusion["inside_fraction"] > rep.occlusion["region_area_fraction"]
+    assert rep.summary["verdict"] == "anatomy"
+
+
+def test_flip_reports_where_the_mask_goes():
+    blob = pos.flip_test(fixed_blob, scene())
+    assert blob["stays_on_its_side"] == 1.0 and blob["centroid_x_after"] < 0.5
+    obj = pos.flip_test(bright_object, scene())
+    assert obj["follows_mirrored_anatomy"] == 1.0
+
+
+def test_atlas_comparison_flags_a_pull_towards_the_atlas():
+    atlas = np.zeros((S, S), np.float32)
+    atlas[10:30, 10:30] = 1
+    truth = np.zeros((S, S), bool)
+    truth[30:50, 30:50] = True                       # unusual anatomy, far from the atlas
+    pulled = atlas >= 0.5                            # a model that drew the atlas anyway
+    a = pos.atlas_comparison(pulled, truth, atlas)
+    assert a["nearer_atlas_than_truth"] and a["model_jaccard"] == 0.0
+    assert not pos.atlas_comparison(truth, truth, atlas)["nearer_atlas_than_truth"]
+
+
+def test_dataset_report_on_real_cases(tiny_model_set, dataset, tmp_path, monkeypatch):
+    from cxr_dash.inference import load_segmenter
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path))
+    seg = load_segmenter(tiny_model_set, regions=("left_lung",))
+    cases = dataset.folds()["even"][:2]
+    result = pos.dataset_report(seg, dataset, cases, occlusion_cases=1)
+    s = result["summary"]["left_lung"]
+    assert s["cases"] == 2 and s["verdict"] in ("anatomy", "position", "mixed", "undetermined")
+    assert 0 <= s["atlas_jaccard"] <= 1
+    md = pos.markdown_summary(result["summary"], str(tiny_model_set), cases)
+    assert "| Left lung |" in md

@@ -1,0 +1,32 @@
+import pytest
+
+from cxr_dash.regions import REGION_KEYS, REGIONS, get_region
+
+
+def test_registry_holds_the_five_scr_structures_in_api_order():
+    assert REGION_KEYS == ("heart", "left_clavicle", "left_lung", "right_clavicle", "right_lung")
+
+
+def test_defaults_are_the_study_table():
+    table = {"heart": ("sgd", 0.07879), "left_clavicle": ("sgd", 0.1), "left_lung": ("sgd", 0.00358),
+             "right_clavicle": ("rmsprop", 0.00035), "right_lung": ("sgd", 0.00139)}
+    for key, (opt, lr) in table.items():
+        hp = REGIONS[key].study
+        assert (hp.optimizer, hp.learning_rate, hp.batch_size) == (opt, lr, 1)
+
+
+def test_colours_are_distinct_and_counterparts_are_symmetric():
+    assert len({r.colour for r in REGIONS.values()}) == 5
+    for r in REGIONS.values():
+        if r.counterpart:
+            assert REGIONS[r.counterpart].counterpart == r.key
+
+
+@pytest.mark.parametrize("spelling", ["left lung", "Left-Lung", "left_lung"])
+def test_region_lookup_accepts_scr_folder_spellings(spelling):
+    assert get_region(spelling).key == "left_lung"
+
+
+def test_unknown_region_is_refused():
+    with pytest.raises(KeyError, match="unknown region"):
+        get_region("spleen")
