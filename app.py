@@ -40,9 +40,9 @@ def main() -> None:
     if seg is None:
         st.error(problem)
         st.stop()
+    view = st.sidebar.radio("View", list(IMAGE_VIEWS) + list(MODEL_VIEWS), key="view")
     choose_input()
     settings = views.display_settings(seg.regions)
-    view = st.sidebar.radio("View", list(IMAGE_VIEWS) + list(MODEL_VIEWS), key="view")
     if (message := state.pop_error()) is not None:
         st.error(message + ("  \nThe previous image and its results are kept."
                             if state.current() else ""))
@@ -83,8 +83,10 @@ def build_context(seg, image, settings) -> views.Context:
     model_key = str(seg.model_dir)
     probs = state.segment(model_key, image.key, seg, image.pixels)
     masks = state.masks_for(model_key, image.key, settings.threshold, True, seg, probs)
-    for warning in plausibility_warnings(image.pixels, masks, probs):
-        st.warning(warning)
+    warnings = plausibility_warnings(image.pixels, masks, probs)
+    if warnings:
+        st.warning("**This may not be a frontal chest radiograph.**\n\n" +
+                   "\n".join(f"- {w}" for w in warnings[:-1]) + f"\n\n{warnings[-1]}")
     return views.Context(seg, model_key, image, probs, masks, settings)
 
 

@@ -125,3 +125,38 @@ def test_dataset_case_is_scored_against_ground_truth(app, data_dir):
     app.sidebar.radio(key="view").set_value("Compare regions").run()
     assert not app.exception
     assert any(m.label == "Jaccard" for m in app.metric)
+
+
+def test_position_view_runs_the_tests_on_the_current_image(app, data_dir):
+    upload(app, "JPCLN034.png", real_png(data_dir), "image/png")
+    app.sidebar.radio(key="view").set_value("Position or anatomy?").run()
+    app.multiselect(key="pos_regions").set_value(["left_lung"]).run()
+    app.checkbox(key="pos_occ").uncheck().run()
+    app.button[0].click().run()
+    assert not app.exception, app.exception
+    assert any(m.label == "Verdict" for m in app.metric)
+    assert any(m.label == "Anatomy-following index" for m in app.metric)
+
+
+def test_search_view_shows_an_exported_study(app, tmp_path, monkeypatch):
+    import optuna
+
+    from cxr_dash.tune import export, open_study
+
+    study = open_study("heart", tmp_path)
+    dists = {"optimizer": optuna.distributions.CategoricalDistribution(["sgd", "rmsprop", "adam"]),
+             "learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+             "batch_size": optuna.distributions.CategoricalDistribution([1, 8]),
+             "loss": optuna.distributions.CategoricalDistribution(["bce_jaccard"]),
+             "epochs": optuna.distributions.IntDistribution(1, 10)}
+    for i, (opt, lr, value) in enumerate([("sgd", 0.07879, 0.80), ("adam", 1e-3, 0.86)]):
+        study.add_trial(optuna.trial.create_trial(
+            params={"optimizer": opt, "learning_rate": lr, "batch_size": 1, "loss": "bce_jaccard",
+                    "epochs": 5}, distributions=dists, value=value,
+            user_attrs={"source": "study table"} if i == 0 else {}))
+    export(study, "heart", tmp_path)
+    monkeypatch.setenv("CXR_TUNE_DIR", str(tmp_path))
+    app.sidebar.radio(key="view").set_value("Hyper-parameter search").run()
+    assert not app.exception, app.exception
+    table = app.dataframe[0].value
+    assert list(table["mean IoU"]) == [0.80, 0.86]
