@@ -26,7 +26,7 @@ IMAGE_VIEWS = {
     "Downloads": views.downloads,
 }
 MODEL_VIEWS = {
-    "Training playback": lambda seg: views.playback(None, seg),
+    "Training playback": views.playback,
     "Hyper-parameter search": views.search_view,
     "Model set": views.model_card,
 }

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageReadError
 from .imaging import read_image, read_mask
 from .preprocess import prepare_input, resize_mask
 from .regions import REGION_KEYS, region_folder_names

@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from . import data as scr
 from .inference import Segmenter, to_mask

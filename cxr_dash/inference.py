@@ -64,6 +64,12 @@ class Segmenter:
                 raise ModelSetError(f"{region}: {exc}") from None
             self._models[region] = model
 
+    def warm_up(self) -> "Segmenter":
+        """One dummy prediction per model: graph tracing (seconds on a CPU) is paid
+        here, at load time, not by the first image a user uploads."""
+        self.predict_at_input_size(np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64))
+        return self
+
     def input_size(self, region: str) -> int:
         return int(self.manifest["regions"][region]["input_size"])
 

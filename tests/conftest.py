@@ -35,16 +35,17 @@ def make_random_model_set(folder: Path, input_size: int = 64, regions=REGION_KEY
     from cxr_dash.model import build_unet, save_compact
     from cxr_dash.regions import get_region
 
+    import json
+
+    import keras
+
     folder.mkdir(parents=True, exist_ok=True)
-    model = build_unet(input_size)
     for i, region in enumerate(regions):
-        import keras
         keras.utils.set_random_seed(i)
         model = build_unet(input_size)
         save_compact(model, folder / f"{region}.npz")
         history = [{"epoch": e, "loss": 1.0 / e, "val_iou": 0.5 + 0.05 * e, "val_dice": 0.6 + 0.05 * e}
                    for e in range(1, 4)]
-        import json
         (folder / f"{region}_history.json").write_text(json.dumps(history))
         rng = np.random.default_rng(i)
         np.savez_compressed(folder / f"{region}_snapshots.npz",

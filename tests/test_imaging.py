@@ -71,7 +71,6 @@ def test_jsrt_raw_img_wrong_size_or_values():
 
 def make_dicom(pixels, photometric="MONOCHROME2", slope=None, intercept=None, window=None,
                bits=16, truncate=0):
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

@@ -44,7 +44,7 @@ def model_dir() -> Path:
 def get_segmenter(path: str):
     from cxr_dash.inference import load_segmenter
 
-    return load_segmenter(path)
+    return load_segmenter(path).warm_up()
 
 
 def segmenter_or_error():

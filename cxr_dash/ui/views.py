@@ -230,7 +230,7 @@ def explain_view(ctx: Context) -> None:
         st.session_state.setdefault("heatmaps", {})[f"occlusion_{region}"] = heat_big
 
 
-def playback(ctx_or_none, seg) -> None:
+def playback(seg) -> None:
     from cxr_dash.record import load_record
 
     region = st.selectbox("Region", list(seg.regions), key="pb_region",
