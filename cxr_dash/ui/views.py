@@ -351,6 +351,8 @@ def downloads(ctx: Context) -> None:
 
 def model_card(seg) -> None:
     m = seg.manifest
+    if m.get("label"):
+        st.info(m["label"])
     st.markdown(f"**Architecture**: {m.get('architecture')} · **weights**: {m.get('weights_format')} "
                 f"· folder `{seg.model_dir}`")
     rows = []
