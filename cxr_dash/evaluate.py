@@ -19,6 +19,7 @@ from pathlib import Path
 
 
 from . import data as scr
+from .cli import open_dataset, progress_bar
 from .inference import Segmenter, to_mask
 from .manifest import update_region
 from .metrics import all_metrics, dice, jaccard, summarise
@@ -74,15 +75,6 @@ def markdown_table(summary: dict[str, dict], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _progress_bar(done: int, total: int, label: str) -> None:
-    width = 30
-    filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}   ")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m cxr_dash.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,11 +94,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    root = Path(args.data) if args.data else scr.data_dir_from_env()
-    if root is None:
-        print("error: no data folder: pass --data or set CXR_DATA_DIR", file=sys.stderr)
-        return 2
-    dataset = scr.SCRDataset(root)
+    dataset = open_dataset(args.data)
     available = dataset.cases_with_masks()
     folds = scr.split_folds(available)
     t0 = time.time()
@@ -116,7 +104,7 @@ def main(argv=None) -> int:
             seg = Segmenter(model_dir)
             cases = folds[test_fold][: args.limit or None]
             part = evaluate_segmenter(seg, dataset, {r: cases for r in seg.regions},
-                                      args.threshold, _progress_bar)
+                                      args.threshold, progress_bar)
             for r, rs in part.items():
                 rows.setdefault(r, []).extend(rs)
         protocol = "SCR two-fold (odd/even), pooled"
@@ -129,7 +117,7 @@ def main(argv=None) -> int:
         else:
             chosen = available if args.cases == "all" else folds[args.cases]
             cases_by_region = {r: chosen[: args.limit or None] for r in seg.regions}
-        rows = evaluate_segmenter(seg, dataset, cases_by_region, args.threshold, _progress_bar)
+        rows = evaluate_segmenter(seg, dataset, cases_by_region, args.threshold, progress_bar)
         protocol = f"cases: {args.cases}"
         model_dirs = [model_dir]
     summary = summarise_rows(rows)

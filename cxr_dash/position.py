@@ -384,10 +384,9 @@ def markdown_summary(summary: dict, model_dir: str, cases: list[str]) -> str:
 def main(argv=None) -> int:
     import argparse
     import json
-    import sys
     from pathlib import Path
 
-    from . import data as scr
+    from .cli import open_dataset, progress_bar
     from .inference import load_segmenter
 
     p = argparse.ArgumentParser(prog="python -m cxr_dash.position", description=__doc__,
@@ -399,24 +398,14 @@ def main(argv=None) -> int:
     p.add_argument("--regions", nargs="*", default=None)
     p.add_argument("--occlusion-cases", type=int, default=3)
     args = p.parse_args(argv)
-    root = Path(args.data) if args.data else scr.data_dir_from_env()
-    if root is None:
-        print("error: no data folder: pass --data or set CXR_DATA_DIR", file=sys.stderr)
-        return 2
-    dataset = scr.SCRDataset(root)
+    dataset = open_dataset(args.data)
     seg = load_segmenter(args.models, args.regions)
     trained = set()
     for r in seg.regions:
         trained |= set(seg.entry(r).get("training", {}).get("cases", []))
     cases = [c for c in dataset.cases_with_masks() if c not in trained][: args.cases]
 
-    def bar(done, total, label):
-        n = int(30 * done / total)
-        sys.stderr.write(f"\r[{'#' * n}{'.' * (30 - n)}] {done}/{total} {label}      ")
-        if done == total:
-            sys.stderr.write("\n")
-
-    result = dataset_report(seg, dataset, cases, seg.regions, args.occlusion_cases, bar)
+    result = dataset_report(seg, dataset, cases, seg.regions, args.occlusion_cases, progress_bar)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "position.json").write_text(json.dumps(

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as scr
+from .cli import open_dataset
 from .augment import AugmentConfig, augment_pair
 from .manifest import update_region
 from .metrics import dice, jaccard
@@ -58,6 +59,7 @@ class TrainConfig:
     max_val_cases: int | None = None
     seed: int = 0
     encoder_weights: str | None = None
+    init_weights: str | None = None     # compact weights of an earlier run to start from
     note: str = ""
 
     def resolved(self) -> "TrainConfig":
@@ -201,6 +203,10 @@ def fit_with_validation(cfg: TrainConfig, train_images: np.ndarray, train_masks:
     rng = np.random.default_rng(cfg.seed)
     batches = _make_sequence(train_images, train_masks, cfg, rng)
     model = build_unet(cfg.input_size, cfg.encoder_weights)
+    if cfg.init_weights:
+        # The U-Net is fully convolutional: weights learned at one input size
+        # initialise training at another (e.g. 128 px -> 256 px fine-tuning).
+        load_compact(model, cfg.init_weights)
     model.compile(optimizer=make_optimizer(cfg, len(batches)), loss=make_loss(cfg.loss))
     history: list[dict] = []
 
@@ -316,6 +322,7 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
             "keras": keras.__version__, "python": platform.python_version(),
             "augment": cfg.augment.as_dict(), "seed": cfg.seed, "note": cfg.note,
             "encoder_weights": "imagenet (local file)" if cfg.encoder_weights else None,
+            "init_weights": cfg.init_weights,
         },
         "metrics": {"validation_at_input_size": {"jaccard": val_iou, "dice": val_dice,
                                                  "cases": len(val_ids)},
@@ -354,6 +361,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-val-cases", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--encoder-weights", default=None, help="local ImageNet ResNet34 weights file")
+    p.add_argument("--init-weights", default=None,
+                   help="start from these compact weights (.npz of an earlier run; any input size)")
     p.add_argument("--from-trial", default=None,
                    help="JSON of a tuning study's best trial (python -m cxr_dash.tune --export-best)")
     p.add_argument("--note", default="")
@@ -370,7 +379,7 @@ def config_from_args(args, region: str) -> TrainConfig:
         restore_best=not args.no_restore_best, snapshot_cases=args.snapshot_cases,
         steps_per_epoch=args.steps_per_epoch, max_train_cases=args.max_train_cases,
         max_val_cases=args.max_val_cases, seed=args.seed,
-        encoder_weights=args.encoder_weights, note=args.note)
+        encoder_weights=args.encoder_weights, init_weights=args.init_weights, note=args.note)
     if args.from_trial:
         trial = json.loads(Path(args.from_trial).read_text())
         params = trial.get("params", trial)
@@ -382,11 +391,7 @@ def config_from_args(args, region: str) -> TrainConfig:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    root = Path(args.data) if args.data else scr.data_dir_from_env()
-    if root is None:
-        print("error: no data folder: pass --data or set CXR_DATA_DIR", file=sys.stderr)
-        return 2
-    dataset = scr.SCRDataset(root)
+    dataset = open_dataset(args.data)
     regions = REGION_KEYS if args.region == "all" else (get_region(args.region).key,)
     for region in regions:
         cfg = config_from_args(args, region).resolved()

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as scr
+from .cli import open_dataset
 from .regions import REGION_KEYS, get_region
 from .train import LOSSES, OPTIMIZERS, TrainConfig, fit_with_validation
 
@@ -191,11 +192,7 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     region = get_region(args.region).key
-    root = Path(args.data) if args.data else scr.data_dir_from_env()
-    if root is None:
-        print("error: no data folder: pass --data or set CXR_DATA_DIR", file=sys.stderr)
-        return 2
-    dataset = scr.SCRDataset(root)
+    dataset = open_dataset(args.data)
     cases = dataset.cases_with_masks()
     packed = scr.pack(dataset, cases, args.input_size)
     packs = {"images": packed["images"], "masks": packed["masks"],
@@ -207,7 +204,7 @@ def main(argv=None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def report(study, trial):
-        value = "pruned" if trial.value is None else f"mean IoU {trial.value:.4f}"
+        value = f"mean IoU {trial.value:.4f}" if trial.state.name == "COMPLETE" else ""
         print(f"[{region}] trial {trial.number} {trial.state.name.lower()}: {value}  {trial.params}",
               flush=True)
 
