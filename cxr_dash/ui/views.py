@@ -98,7 +98,9 @@ def _probability_figure(prob: np.ndarray, region: str, max_side: int = 192):
     from cxr_dash.render import downsample_for_display
 
     small = downsample_for_display(prob, max_side)
-    fig = go.Figure(go.Heatmap(z=small[::-1], colorscale="Inferno", zmin=0, zmax=1,
+    stops = np.linspace(0, 1, 11)
+    scale = [[float(v), "rgb({},{},{})".format(*colormap(np.array([v]))[0])] for v in stops]
+    fig = go.Figure(go.Heatmap(z=small[::-1], colorscale=scale, zmin=0, zmax=1,
                                hovertemplate="p = %{z:.3f}<extra>" + REGIONS[region].display_name
                                + "</extra>", showscale=False))
     fig.update_layout(margin=dict(l=0, r=0, t=0, b=0), height=220,
@@ -120,7 +122,7 @@ def compare_regions(ctx: Context) -> None:
                                 ctx.settings.style)
             st.image(_truth_outlines(ctx, rgb, [region]), width="stretch")
             st.plotly_chart(_probability_figure(ctx.probs[region], region), key=f"heat_{region}",
-                            config={"displayModeBar": False})
+                            config={"displayModeBar": False}, theme=None)
             row = rows[region]
             area = (f"{row['area_cm2']:.1f} cm²" if row["area_cm2"] is not None
                     else f"{row['area_px']:,} px")
@@ -244,8 +246,9 @@ def playback(seg) -> None:
     st.session_state.setdefault(key, n - 1)
     playing = st.toggle("Play", key="pb_play")
     if n > 1:
-        st.slider("Epoch", 0, n - 1, key=key,
-                  format="%d", help="Index into the saved epochs (shown below).")
+        st.select_slider("Epoch", options=list(range(n)), key=key,
+                         format_func=lambda i: str(int(record.snapshot_epochs[i])),
+                         help="Epochs whose validation predictions were saved.")
     case_index = 0
     if len(record.case_ids) > 1:
         case_index = st.radio("Monitor case", range(len(record.case_ids)), horizontal=True,
@@ -305,7 +308,8 @@ def _history_figure(history: list[dict], epoch: int) -> None:
     fig.update_layout(height=320, margin=dict(l=0, r=0, t=10, b=0),
                       legend=dict(orientation="h", y=-0.2))
     fig.update_yaxes(title_text="loss", secondary_y=False)
-    fig.update_yaxes(title_text="IoU / Dice", range=[0, 1], secondary_y=True)
+    fig.update_yaxes(title_text="IoU / Dice", range=[0, 1], tickmode="linear", dtick=0.2,
+                     showgrid=False, secondary_y=True)
     st.plotly_chart(fig, key=f"hist_{epoch}")
 
 

@@ -2,7 +2,7 @@
 // the overlay, and save a screenshot.  Usage: node screenshot.mjs URL OUT.png [IMAGE]
 import { chromium } from "playwright-core";
 
-const [url, out, image] = process.argv.slice(2);
+const [url, out, image, view, button] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -18,6 +18,14 @@ try {
     await page.getByText("Left clavicle").first().waitFor({ timeout: 240000 });
     await page.locator("[data-testid=stImage] img").first().waitFor({ timeout: 240000 });
     await page.waitForTimeout(1500);
+  }
+  if (view) {  // optional: another view, chosen in the sidebar
+    await page.getByText(view, { exact: true }).first().click();
+    await page.waitForTimeout(8000);
+  }
+  if (button) {  // optional: press a button of that view (e.g. "Run explanation")
+    await page.getByRole("button", { name: button }).first().click();
+    await page.waitForTimeout(15000);
   }
   await page.screenshot({ path: out, fullPage: false });
   const text = await page.locator("body").innerText();
