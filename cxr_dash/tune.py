@@ -46,7 +46,7 @@ def study_name(region: str) -> str:
     return f"cxr-dash-{region}"
 
 
-def open_study(region: str, out_dir: Path, seed: int = 0):
+def open_study(region: str, out_dir: Path, seed: int = 0, prune_after: int = 3):
     import optuna
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,9 @@ def open_study(region: str, out_dir: Path, seed: int = 0):
     return optuna.create_study(
         study_name=study_name(region), storage=storage, load_if_exists=True, direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+        # Early epochs from random initialisation are noisy: judge a trial only
+        # after ``prune_after`` epochs, against at least 3 finished trials.
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=prune_after))
 
 
 def study_trial_params(region: str, args) -> dict:
@@ -183,6 +185,8 @@ def parse_args(argv=None):
     p.add_argument("--max-train-cases", type=int, default=None)
     p.add_argument("--max-val-cases", type=int, default=None)
     p.add_argument("--timeout", type=float, default=None, help="seconds for this session")
+    p.add_argument("--prune-after", type=int, default=3,
+                   help="epochs of the first fold before a trial may be pruned")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -198,7 +202,7 @@ def main(argv=None) -> int:
     packs = {"images": packed["images"], "masks": packed["masks"],
              "index": {c: i for i, c in enumerate(cases)}}
     out = Path(args.out)
-    study = open_study(region, out, args.seed)
+    study = open_study(region, out, args.seed, args.prune_after)
     if not study.trials:
         study.enqueue_trial(study_trial_params(region, args), user_attrs={"source": "study table"})
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -160,3 +160,12 @@ def test_search_view_shows_an_exported_study(app, tmp_path, monkeypatch):
     assert not app.exception, app.exception
     table = app.dataframe[0].value
     assert list(table["mean IoU"]) == [0.80, 0.86]
+
+
+def test_switching_between_upload_and_dataset_case_shows_the_chosen_source(app, data_dir):
+    upload(app, "JPCLN034.png", real_png(data_dir), "image/png")
+    app.sidebar.radio(key="source").set_value("Dataset case").run()
+    assert "**JPCLN034**" in current_name(app)           # the dataset case, not the upload
+    app.sidebar.radio(key="source").set_value("Upload").run()
+    assert not app.exception
+    assert "JPCLN034.png" in current_name(app)

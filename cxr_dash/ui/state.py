@@ -120,12 +120,16 @@ def pop_error() -> str | None:
 
 
 def handle_upload(uploaded) -> None:
-    """Decode a new upload once; on failure keep the previous image and its results."""
+    """Decode a new upload once; on failure keep the previous image and its results.
+
+    The last good upload stays in the session, so switching to a dataset case
+    and back shows it again even though the uploader widget was cleared.
+    """
     if uploaded is None or st.session_state.get("upload_id") == uploaded.file_id:
         return
     st.session_state["upload_id"] = uploaded.file_id
     try:
-        st.session_state["current"] = image_from_upload(uploaded.name, uploaded.getvalue())
+        st.session_state["upload_image"] = image_from_upload(uploaded.name, uploaded.getvalue())
     except ImageReadError as exc:
         remember_error(str(exc))
     except MemoryError:
@@ -133,14 +137,17 @@ def handle_upload(uploaded) -> None:
 
 
 def handle_case(ds: SCRDataset, case_id: str | None) -> None:
-    if not case_id or st.session_state.get("case_id") == case_id:
+    shown = st.session_state.get("case_image")
+    if not case_id or (shown is not None and shown.case_id == case_id):
         return
-    st.session_state["case_id"] = case_id
     try:
-        st.session_state["current"] = image_from_case(ds, case_id)
+        st.session_state["case_image"] = image_from_case(ds, case_id)
     except (ImageReadError, FileNotFoundError) as exc:
         remember_error(f"{case_id}: {exc}")
 
 
 def current() -> CurrentImage | None:
-    return st.session_state.get("current")
+    """The image of the input source chosen in the sidebar."""
+    if st.session_state.get("source") == "Dataset case":
+        return st.session_state.get("case_image")
+    return st.session_state.get("upload_image")
