@@ -265,10 +265,7 @@ def playback(seg) -> None:
         case_id = record.case_ids[case_index] if record.case_ids else None
         left, right = st.columns([2, 3])
         if ds is not None and case_id and case_id in ds.image_paths:
-            from cxr_dash.preprocess import prepare_input
-
-            base = (prepare_input(ds.load_image(case_id).pixels, prob.shape[0])[..., 0] * 255)
-            rgb = overlay_heatmap(np.repeat(base.astype(np.uint8)[..., None], 3, axis=2), prob, 0.6)
+            rgb = overlay_heatmap(_monitor_case_rgb(case_id, prob.shape[0]), prob, 0.6)
             rgb = overlay_masks(rgb, {region: prob >= 0.5}, style="outline")
             caption = f"{case_id}, epoch {epoch}: probability over the radiograph"
         else:
@@ -287,6 +284,15 @@ def playback(seg) -> None:
         st.caption(f"Trained on fold **{t.get('fold')}** ({len(t.get('cases', []))} cases), "
                    f"{t.get('epochs_run', '?')} epochs, backend {t.get('backend', '?')} on "
                    f"{t.get('device', '?')}. {t.get('note', '')}")
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _monitor_case_rgb(case_id: str, size: int) -> np.ndarray:
+    """The monitor case as the model saw it, read once (playback redraws it every frame)."""
+    from cxr_dash.preprocess import prepare_input
+
+    grey = (prepare_input(state.dataset().load_image(case_id).pixels, size)[..., 0] * 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def _history_figure(history: list[dict], epoch: int) -> None:
