@@ -96,7 +96,7 @@ def _check_size(width: int, height: int, name: str) -> None:
 def _check_usable(pixels: np.ndarray, name: str) -> None:
     if pixels.ndim != 2 or pixels.size == 0:
         raise ImageReadError(f"{name}: no 2-D image found in the file.")
-    if not np.isfinite(pixels).all() if pixels.dtype.kind == "f" else False:
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
         raise ImageReadError(f"{name}: the image contains non-numeric (NaN/inf) values.")
     if pixels.max() == pixels.min():
         raise ImageReadError(f"{name}: the image is uniform (every pixel the same); "

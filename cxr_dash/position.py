@@ -68,7 +68,6 @@ class TransformRow:
 
 
 def _transform_test(predict: Predict, x: np.ndarray, transforms) -> list[TransformRow]:
-    size = x.shape[0]
     base = _binary(predict(x[None])[0])
     batch = np.stack([warp(x, m, border_value=BORDER_VALUE) for _, _, m in transforms])
     preds = _binary(predict(batch))
@@ -77,7 +76,6 @@ def _transform_test(predict: Predict, x: np.ndarray, transforms) -> list[Transfo
         moved = _warp_mask(base, m)
         follow, stay, mvo = dice(pred, moved), dice(pred, base), dice(moved, base)
         rows.append(TransformRow(kind, amount, follow, stay, mvo, _follow_index(follow, stay, mvo)))
-    del size
     return rows
 
 

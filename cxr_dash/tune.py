@@ -119,14 +119,11 @@ def make_objective(region: str, dataset: scr.SCRDataset, args, packs: dict):
 
 
 def trials_table(study) -> list[dict]:
-    import optuna
-
     rows = []
     for t in study.trials:
         rows.append({"number": t.number, "state": t.state.name, "value": t.value,
                      **t.params, **{k: v for k, v in t.user_attrs.items()},
                      "seconds": (t.duration.total_seconds() if t.duration else None)})
-    del optuna
     return rows
 
 
