@@ -111,6 +111,16 @@ def masks_for(model_key: str, image_key: str, threshold: float, largest_only: bo
     return _seg.masks(_probs, threshold, largest_only)
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def measurements_for(model_key: str, image_key: str, threshold: float, _probs, _masks, _spacing,
+                     _truth) -> list[dict]:
+    """Areas, confidence and (with ground truth) contour distances: distance
+    transforms at 1024 px, so computed once per threshold, not per slider move."""
+    from cxr_dash.report import region_measurements
+
+    return region_measurements(_probs, _masks, _spacing, _truth)
+
+
 def remember_error(message: str) -> None:
     st.session_state["input_error"] = message
 

@@ -10,8 +10,7 @@ import streamlit as st
 
 from cxr_dash.regions import REGIONS
 from cxr_dash.render import colormap, display_rgb, overlay_heatmap, overlay_masks
-from cxr_dash.report import (mask_png, masks_npz, masks_zip, png_bytes, region_measurements,
-                             rows_csv, rows_json)
+from cxr_dash.report import mask_png, masks_npz, masks_zip, png_bytes, rows_csv, rows_json
 
 from . import state
 
@@ -39,7 +38,8 @@ class Context:
         return self.seg.regions
 
     def measurements(self) -> list[dict]:
-        return region_measurements(self.probs, self.masks, self.image.spacing_mm, self.image.truth)
+        return state.measurements_for(self.model_key, self.image.key, self.settings.threshold,
+                                      self.probs, self.masks, self.image.spacing_mm, self.image.truth)
 
 
 def colour_chip(region: str) -> str:
