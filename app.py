@@ -42,6 +42,7 @@ def main() -> None:
         st.stop()
     view = st.sidebar.radio("View", list(IMAGE_VIEWS) + list(MODEL_VIEWS), key="view")
     choose_input()
+    tta = views.inference_settings(seg)
     settings = views.display_settings(seg.regions)
     if (message := state.pop_error()) is not None:
         st.error(message + ("  \nThe previous image and its results are kept."
@@ -54,7 +55,7 @@ def main() -> None:
         st.info("Upload a frontal chest radiograph (PNG, JPEG, 16-bit PNG, DICOM or JSRT .IMG) "
                 "in the sidebar" + (", or pick a dataset case." if state.dataset() else "."))
         return
-    ctx = build_context(seg, image, settings)
+    ctx = build_context(seg, image, settings, tta)
     IMAGE_VIEWS[view](ctx)
 
 
@@ -79,9 +80,9 @@ def choose_input() -> None:
                            f"{image.original_shape[0]})" + "".join(f" · {n}" for n in image.notes))
 
 
-def build_context(seg, image, settings) -> views.Context:
-    model_key = str(seg.model_dir)
-    probs = state.segment(model_key, image.key, seg, image.pixels)
+def build_context(seg, image, settings, tta: bool) -> views.Context:
+    model_key = str(seg.model_dir) + (" +TTA" if tta else "")   # results differ with TTA
+    probs = state.segment(model_key, image.key, seg, image.pixels, tta)
     masks = state.masks_for(model_key, image.key, settings.threshold, True, seg, probs)
     warnings = plausibility_warnings(image.pixels, masks, probs)
     if warnings:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .imaging import read_image, read_mask
-from .preprocess import prepare_input, resize_mask
+from .preprocess import FULL_VIEW, FieldOfView, prepare_input, resize_mask
 from .regions import REGION_KEYS, region_folder_names
 
 CASE_PATTERN = re.compile(r"^(JPC(?:LN|NN))(\d{3})$", re.IGNORECASE)
@@ -134,17 +134,21 @@ def default_cache_dir() -> Path:
 
 
 def pack(dataset: SCRDataset, case_ids, size: int, regions=REGION_KEYS,
-         cache: bool = True) -> dict[str, np.ndarray]:
+         cache: bool = True, view: FieldOfView | None = None) -> dict[str, np.ndarray]:
     """Model-ready arrays for training: images (N, S, S) float16 in [0, 1] and
-    masks (N, R, S, S) uint8, built with :func:`prepare_input`.
+    masks (N, R, S, S) uint8 of the field of view ``view`` (default: the whole
+    image), built with :func:`prepare_input`.
 
     Cached outside the project (``CXR_CACHE_DIR``, default ``~/.cache/cxr_dash``):
     the arrays are derived from the data and must never be committed.
     """
     case_ids = [c.upper() for c in case_ids]
     regions = tuple(regions)
+    view = view or FULL_VIEW
+    # Whole-image packs keep their original key, so existing caches stay valid.
+    view_key = "" if view.is_full else f"|{view.as_list()}"
     key = hashlib.sha1(
-        f"{dataset.root.resolve()}|{size}|{regions}|{case_ids}|v1".encode()).hexdigest()[:16]
+        f"{dataset.root.resolve()}|{size}|{regions}|{case_ids}|v1{view_key}".encode()).hexdigest()[:16]
     path = default_cache_dir() / f"pack_{size}_{key}.npz"
     if cache and path.is_file():
         with np.load(path) as z:
@@ -152,9 +156,9 @@ def pack(dataset: SCRDataset, case_ids, size: int, regions=REGION_KEYS,
     images = np.zeros((len(case_ids), size, size), np.float16)
     masks = np.zeros((len(case_ids), len(regions), size, size), np.uint8)
     for i, c in enumerate(case_ids):
-        images[i] = prepare_input(dataset.load_image(c).pixels, size)[..., 0]
+        images[i] = prepare_input(dataset.load_image(c).pixels, size, view)[..., 0]
         for j, r in enumerate(regions):
-            masks[i, j] = resize_mask(dataset.load_mask(c, r), size)
+            masks[i, j] = resize_mask(dataset.load_mask(c, r), size, view)
     out = {"images": images, "masks": masks, "case_ids": np.array(case_ids),
            "regions": np.array(regions)}
     if cache:

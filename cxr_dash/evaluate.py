@@ -17,13 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+
 
 from . import data as scr
 from .cli import open_dataset, progress_bar
 from .inference import Segmenter, to_mask
 from .manifest import update_region
 from .metrics import all_metrics, dice, jaccard, summarise
-from .preprocess import upsample_probability
 
 METRIC_KEYS = ("jaccard", "dice", "mean_contour_distance_mm", "hd95_mm")
 
@@ -34,17 +35,29 @@ def heldout_cases(seg: Segmenter, region: str, available: list[str]) -> list[str
 
 
 def evaluate_segmenter(seg: Segmenter, dataset: scr.SCRDataset, cases_by_region: dict[str, list[str]],
-                       threshold: float = 0.5, progress=None) -> dict[str, list[dict]]:
-    """{region: [per-case row]} for the given cases of each region."""
+                       threshold: float = 0.5, progress=None, tta: bool | None = None
+                       ) -> dict[str, list[dict]]:
+    """{region: [per-case row]} for the given cases of each region.
+
+    ``tta``: test-time augmentation on/off; None: the model set's default.
+    """
+    tta = seg.default_tta if tta is None else tta
     rows: dict[str, list[dict]] = {r: [] for r in cases_by_region}
     all_cases = sorted({c for cs in cases_by_region.values() for c in cs})
     for i, case_id in enumerate(all_cases):
         regions = [r for r, cs in cases_by_region.items() if case_id in cs]
         image = dataset.load_image(case_id).pixels
-        small = seg.predict_at_input_size(image, regions)
+        if tta:
+            full = seg.predict(image, regions, tta=True)
+        else:
+            small = seg.predict_at_input_size(image, regions)
         for region in regions:
             truth = dataset.load_mask(case_id, region)
-            prob = upsample_probability(small[region], truth.shape)
+            if tta:
+                prob = cv2.resize(full[region], truth.shape[::-1], interpolation=cv2.INTER_AREA) \
+                    if full[region].shape != truth.shape else full[region]
+            else:   # one resize, straight from the model's grid to the mask's
+                prob = seg.to_image(small[region], region, truth.shape)
             raw = prob >= threshold
             post = to_mask(prob, threshold, largest_only=True)
             row = {"case": case_id, **all_metrics(post, truth, scr.SCR_MASK_SPACING_MM),
@@ -86,6 +99,9 @@ def parse_args(argv=None):
                    help="heldout: every case the region's model was not trained on")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases")
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--tta", choices=("set", "on", "off"), default="set",
+                   help="test-time augmentation (4 sub-pixel-shifted grids); set: the model "
+                        "set's default (manifest)")
     p.add_argument("--out", default="results/evaluation", help="folder for JSON and Markdown")
     p.add_argument("--update-manifest", action="store_true",
                    help="store the summary in the model set's manifest (what the app shows)")
@@ -98,13 +114,15 @@ def main(argv=None) -> int:
     available = dataset.cases_with_masks()
     folds = scr.split_folds(available)
     t0 = time.time()
+    tta = {"set": None, "on": True, "off": False}[args.tta]
     if args.twofold:
         rows: dict[str, list[dict]] = {}
         for model_dir, test_fold in zip(args.twofold, ("even", "odd")):
             seg = Segmenter(model_dir)
             cases = folds[test_fold][: args.limit or None]
             part = evaluate_segmenter(seg, dataset, {r: cases for r in seg.regions},
-                                      args.threshold, progress_bar)
+                                      args.threshold, progress_bar, tta)
+            used_tta = seg.default_tta if tta is None else tta
             for r, rs in part.items():
                 rows.setdefault(r, []).extend(rs)
         protocol = "SCR two-fold (odd/even), pooled"
@@ -117,7 +135,8 @@ def main(argv=None) -> int:
         else:
             chosen = available if args.cases == "all" else folds[args.cases]
             cases_by_region = {r: chosen[: args.limit or None] for r in seg.regions}
-        rows = evaluate_segmenter(seg, dataset, cases_by_region, args.threshold, progress_bar)
+        rows = evaluate_segmenter(seg, dataset, cases_by_region, args.threshold, progress_bar, tta)
+        used_tta = seg.default_tta if tta is None else tta
         protocol = f"cases: {args.cases}"
         model_dirs = [model_dir]
     summary = summarise_rows(rows)
@@ -126,9 +145,11 @@ def main(argv=None) -> int:
     result = {"protocol": protocol, "model_sets": model_dirs, "threshold": args.threshold,
               "resolution": "1024 x 1024 (SCR masks), 0.35 mm/pixel",
               "postprocessing": "largest connected component, holes filled",
+              "test_time_augmentation": used_tta,
               "summary": summary, "per_case": rows, "seconds": round(time.time() - t0, 1)}
     (out / "evaluation.json").write_text(json.dumps(result, indent=1) + "\n")
-    table = markdown_table(summary, f"{protocol} — {', '.join(model_dirs)}")
+    table = markdown_table(summary, f"{protocol} — {', '.join(model_dirs)}"
+                                    f"{' — test-time augmentation' if used_tta else ''}")
     (out / "evaluation.md").write_text(table)
     print(table)
     if args.update_manifest and not args.twofold:
@@ -136,6 +157,7 @@ def main(argv=None) -> int:
             entry = seg.entry(region)
             metrics = dict(entry.get("metrics", {}))
             metrics["heldout_1024"] = {"protocol": protocol, "n": s["jaccard"]["n"],
+                                       "test_time_augmentation": used_tta,
                                        **{k: {"mean": s[k]["mean"], "sd": s[k]["sd"]}
                                           for k in METRIC_KEYS + ("jaccard_raw",)}}
             update_region(model_dir, region, {"metrics": metrics})

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .preprocess import FULL_VIEW, FieldOfView, upsample_probability
+
 # Layers a user can explain, by what they are. Resolutions are of the input.
 LAYERS: dict[str, str] = {
     "Encoder stage 1 (1/2)": "conv1_relu",
@@ -54,10 +56,11 @@ class Explanation:
     seconds: float
     params: dict = field(default_factory=dict)
     target_area: int = 0             # pixels of the predicted region the score sums over
+    view: FieldOfView = FULL_VIEW    # the part of the image the model saw
 
     def at_size(self, shape: tuple[int, int]) -> np.ndarray:
-        h, w = shape
-        return np.clip(cv2.resize(self.heatmap, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)
+        """The heatmap over an image of ``shape`` (zero outside the model's field of view)."""
+        return upsample_probability(self.heatmap, shape, self.view)
 
 
 def target_mask(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -149,4 +152,4 @@ def explain(segmenter, image, region: str, method: str = "gradcam", layer: str =
         heat = cls(model, clone=False)(segmentation_score(mask), x[None], penultimate_layer=layer,
                                        seek_penultimate_conv_layer=False, normalize_cam=False)[0]
     return Explanation(region, method, layer, normalise(heat), time.time() - started, params,
-                       int(mask.sum()) if mask.sum() < mask.size else 0)
+                       int(mask.sum()) if mask.sum() < mask.size else 0, segmenter.view(region))

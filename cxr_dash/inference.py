@@ -9,13 +9,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .errors import ModelSetError
 from .manifest import DEFAULT_MODEL_DIR, read_manifest
 from .metrics import fill_holes, largest_component
-from .preprocess import prepare_input, upsample_probability
+from .preprocess import FieldOfView, prepare_input, resize_mask, upsample_probability
 from .regions import REGION_KEYS
+
+
+# Test-time augmentation: the image sampled on four model grids shifted by a
+# quarter of a model pixel each way, so the averaged output sees sub-pixel
+# detail that one grid misses. No flips: laterality is part of the task.
+TTA_SHIFTS = ((-0.25, -0.25), (-0.25, 0.25), (0.25, -0.25), (0.25, 0.25))
+
+
+def shift_image(image: np.ndarray, dy: float, dx: float, fill: str = "edge") -> np.ndarray:
+    """Translate by (dy, dx) pixels, bilinear; ``fill``: "edge" repeats the border, "zero" pads 0."""
+    h, w = image.shape[:2]
+    border = cv2.BORDER_REPLICATE if fill == "edge" else cv2.BORDER_CONSTANT
+    return cv2.warpAffine(image.astype(np.float32), np.float32([[1, 0, dx], [0, 1, dy]]), (w, h),
+                          flags=cv2.INTER_LINEAR, borderMode=border, borderValue=0)
 
 
 def as_grayscale(image) -> np.ndarray:
@@ -73,6 +88,11 @@ class Segmenter:
     def input_size(self, region: str) -> int:
         return int(self.manifest["regions"][region]["input_size"])
 
+    def view(self, region: str) -> FieldOfView:
+        """The part of the image the region's model sees (the whole image unless its
+        manifest entry names a ``field_of_view``)."""
+        return FieldOfView.parse(self.manifest["regions"][region].get("field_of_view"))
+
     def model(self, region: str):
         """The Keras model of one region (explanations need the graph itself)."""
         return self._models[region]
@@ -82,27 +102,62 @@ class Segmenter:
 
     def prepare(self, image, region: str) -> np.ndarray:
         """The model input of ``region`` for this image: (S, S, 3) float32."""
-        return prepare_input(as_grayscale(image), self.input_size(region))
+        return prepare_input(as_grayscale(image), self.input_size(region), self.view(region))
+
+    def prepare_mask(self, mask, region: str) -> np.ndarray:
+        """A full-image mask (e.g. ground truth) in the region's model space: (S, S) bool."""
+        return resize_mask(mask, self.input_size(region), self.view(region)).astype(bool)
+
+    def to_image(self, model_map: np.ndarray, region: str, shape: tuple[int, int]) -> np.ndarray:
+        """A model-space map (probability, heatmap) of ``region`` at an image's size;
+        zero outside the model's field of view."""
+        return upsample_probability(model_map, shape, self.view(region))
 
     def predict_at_input_size(self, image, regions=None) -> dict[str, np.ndarray]:
-        """{region: (S, S) float32} at each model's own input resolution."""
+        """{region: (S, S) float32} in each model's own space (input size, field of view)."""
         image = as_grayscale(image)
         regions = tuple(regions or self.regions)
-        inputs: dict[int, np.ndarray] = {}
+        inputs: dict[tuple, np.ndarray] = {}
         out = {}
         for region in regions:
-            size = self.input_size(region)
-            if size not in inputs:  # regions of one size share their preprocessing
-                inputs[size] = prepare_input(image, size)[None]
-            y = self._models[region].predict_on_batch(inputs[size])
+            space = (self.input_size(region), self.view(region))
+            if space not in inputs:  # regions of one model space share their preprocessing
+                inputs[space] = prepare_input(image, *space)[None]
+            y = self._models[region].predict_on_batch(inputs[space])
             out[region] = np.asarray(y, dtype=np.float32)[0, ..., 0]
         return out
 
-    def predict(self, image, regions=None) -> dict[str, np.ndarray]:
-        """{region: float32 probability map at the image's own size}."""
+    @property
+    def default_tta(self) -> bool:
+        """Whether this set's :meth:`predict` averages shifted grids unless told otherwise
+        (the manifest's ``test_time_augmentation``, set when evaluation showed it helps)."""
+        return bool(self.manifest.get("test_time_augmentation", False))
+
+    def predict(self, image, regions=None, tta: bool | None = None) -> dict[str, np.ndarray]:
+        """{region: float32 probability map at the image's own size}.
+
+        ``tta``: average over :data:`TTA_SHIFTS` (4 forward passes per region);
+        None uses the model set's default.
+        """
         image = as_grayscale(image)
-        small = self.predict_at_input_size(image, regions)
-        return {r: upsample_probability(p, image.shape) for r, p in small.items()}
+        regions = tuple(regions or self.regions)
+        if not (self.default_tta if tta is None else tta):
+            small = self.predict_at_input_size(image, regions)
+            return {r: self.to_image(p, r, image.shape) for r, p in small.items()}
+        by_space: dict[tuple, list[str]] = {}
+        for r in regions:
+            by_space.setdefault((self.input_size(r), self.view(r)), []).append(r)
+        out = {}
+        for (size, view), group in by_space.items():
+            y0, y1, x0, x1 = view.box(image.shape)
+            sums = {r: np.zeros(image.shape, np.float32) for r in group}
+            for sy, sx in TTA_SHIFTS:
+                dy, dx = sy * (y1 - y0) / size, sx * (x1 - x0) / size   # image pixels
+                small = self.predict_at_input_size(shift_image(image, dy, dx), group)
+                for r in group:
+                    sums[r] += shift_image(self.to_image(small[r], r, image.shape), -dy, -dx, "zero")
+            out.update({r: np.clip(sums[r] / len(TTA_SHIFTS), 0.0, 1.0) for r in group})
+        return {r: out[r] for r in regions}
 
     def masks(self, probabilities: dict[str, np.ndarray], threshold: float = 0.5,
               largest_only: bool = True) -> dict[str, np.ndarray]:

@@ -311,17 +311,15 @@ def dataset_report(segmenter, dataset, cases: list[str], regions=None, occlusion
     for region in regions:
         size = segmenter.input_size(region)
         trained = segmenter.entry(region).get("training", {}).get("cases") or dataset.cases_with_masks()
-        masks = pack(dataset, trained, size)["masks"][:, REGION_KEYS.index(region)]
+        masks = pack(dataset, trained, size, view=segmenter.view(region))["masks"][:, REGION_KEYS.index(region)]
         atlases[region] = atlas_from_masks(masks)
     total = len(cases) * len(regions)
     done = 0
     for i, case_id in enumerate(cases):
         image = dataset.load_image(case_id).pixels
         for region in regions:
-            size = segmenter.input_size(region)
             x = segmenter.prepare(image, region)
-            from .preprocess import resize_mask
-            truth = resize_mask(dataset.load_mask(case_id, region), size).astype(bool)
+            truth = segmenter.prepare_mask(dataset.load_mask(case_id, region), region)
             rep = run_all(region_predictor(segmenter, region), x, region, atlases[region], truth,
                           occlusion=i < occlusion_cases)
             per_region[region].append(rep)

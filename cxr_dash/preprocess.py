@@ -5,6 +5,8 @@ silently ruins results, so both call :func:`prepare_input` and nothing else.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -13,6 +15,69 @@ import numpy as np
 # JSRT data onto the same range.
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
+
+
+@dataclass(frozen=True)
+class FieldOfView:
+    """The part of a radiograph a region's model sees: fractions of its height and width.
+
+    A thin structure gains resolution when its model sees only where it can
+    lie (a clavicle: the upper half, its own side) at the same input size and
+    cost. The window is normalised with the whole image first, so a region's
+    crop has the same intensities whatever its field of view. The default is
+    the whole image; a manifest that names none means the whole image.
+    """
+    top: float = 0.0
+    bottom: float = 1.0
+    left: float = 0.0
+    right: float = 1.0
+
+    def __post_init__(self):
+        if not (0.0 <= self.top < self.bottom <= 1.0 and 0.0 <= self.left < self.right <= 1.0):
+            raise ValueError(f"field of view needs 0 <= top < bottom <= 1 and 0 <= left < right <= 1, "
+                             f"got {self.as_list()}")
+
+    @classmethod
+    def parse(cls, value) -> "FieldOfView":
+        """None or "full" -> whole image; [top, bottom, left, right]; or a FieldOfView."""
+        if value is None or (isinstance(value, str) and value == "full"):
+            return FULL_VIEW
+        if isinstance(value, FieldOfView):
+            return value
+        if isinstance(value, dict):
+            return cls(**{k: float(v) for k, v in value.items()})
+        values = [float(v) for v in value]
+        if len(values) != 4:
+            raise ValueError(f"field of view is [top, bottom, left, right], got {value!r}")
+        return cls(*values)
+
+    def as_list(self) -> list[float]:
+        return [self.top, self.bottom, self.left, self.right]
+
+    @property
+    def is_full(self) -> bool:
+        return self == FULL_VIEW
+
+    def box(self, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1) in pixels of an image of ``shape``; never empty."""
+        h, w = shape[:2]
+        y0, x0 = int(round(self.top * h)), int(round(self.left * w))
+        y1 = max(y0 + 1, int(round(self.bottom * h)))
+        x1 = max(x0 + 1, int(round(self.right * w)))
+        return min(y0, h - 1), min(y1, h), min(x0, w - 1), min(x1, w)
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        y0, y1, x0, x1 = self.box(image.shape)
+        return image[y0:y1, x0:x1]
+
+    def describe(self) -> str:
+        if self.is_full:
+            return "whole image"
+        return (f"rows {self.top:.0%}–{self.bottom:.0%}, columns {self.left:.0%}–{self.right:.0%} "
+                "of the image")
+
+
+FULL_VIEW = FieldOfView()
 
 
 def normalise_intensity(image: np.ndarray) -> np.ndarray:
@@ -37,22 +102,34 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interp)
 
 
-def prepare_input(image: np.ndarray, size: int) -> np.ndarray:
-    """Radiograph (any size, any dtype) -> model input of shape (size, size, 3), float32 [0, 1]."""
-    small = resize_image(normalise_intensity(image), size)
+def prepare_input(image: np.ndarray, size: int, view: FieldOfView = None) -> np.ndarray:
+    """Radiograph (any size, any dtype) -> model input of shape (size, size, 3), float32 [0, 1]:
+    the whole image's intensity window, then the field of view, resized."""
+    view = view or FULL_VIEW
+    small = resize_image(view.crop(normalise_intensity(image)), size)
     return np.repeat(small[..., None], 3, axis=2).astype(np.float32)
 
 
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Binary mask -> size x size binary uint8 (area fraction >= 0.5)."""
-    m = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+def resize_mask(mask: np.ndarray, size: int, view: FieldOfView = None) -> np.ndarray:
+    """Binary mask -> its field of view at size x size, binary uint8 (area fraction >= 0.5)."""
+    part = (view or FULL_VIEW).crop(np.asarray(mask))
+    m = cv2.resize(part.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
     return (m >= 0.5).astype(np.uint8)
 
 
-def upsample_probability(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Model-resolution probability map -> original image size (bilinear), float32."""
-    h, w = shape
-    if prob.shape == (h, w):
-        return prob.astype(np.float32)
-    return np.clip(cv2.resize(prob.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR),
-                   0.0, 1.0)
+def upsample_probability(prob: np.ndarray, shape: tuple[int, int],
+                         view: FieldOfView = None) -> np.ndarray:
+    """Model-space map (probability, heatmap) -> the original image's size, float32 in [0, 1]:
+    bilinear into the field of view's box, zero outside it (the model never looked there)."""
+    view = view or FULL_VIEW
+    h, w = shape[:2]
+    if view.is_full and prob.shape == (h, w):
+        return np.clip(prob.astype(np.float32), 0.0, 1.0)
+    y0, y1, x0, x1 = view.box((h, w))
+    part = np.clip(cv2.resize(prob.astype(np.float32), (x1 - x0, y1 - y0),
+                              interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+    if view.is_full:
+        return part
+    out = np.zeros((h, w), np.float32)
+    out[y0:y1, x0:x1] = part
+    return out

@@ -19,6 +19,7 @@ class TrainingRecord:
     hyperparameters: dict
     study_hyperparameters: dict
     training: dict
+    field_of_view: list[float] | None = None   # None: the whole image
 
     def snapshot(self, epoch_index: int, case_index: int = 0) -> np.ndarray:
         return self.snapshots[epoch_index, case_index].astype(np.float32) / 255.0
@@ -36,4 +37,5 @@ def load_record(model_dir: str | Path, manifest: dict, region: str) -> TrainingR
             epochs, probs = z["epochs"], z["probs"]
             cases = [str(c) for c in z["case_ids"]] if "case_ids" in z.files else []
     return TrainingRecord(region, history, epochs, probs, cases, entry.get("hyperparameters", {}),
-                          entry.get("study_hyperparameters", {}), entry.get("training", {}))
+                          entry.get("study_hyperparameters", {}), entry.get("training", {}),
+                          entry.get("field_of_view"))

@@ -62,3 +62,21 @@ def downsample_for_display(image: np.ndarray, max_side: int = 1024) -> np.ndarra
     if scale >= 1:
         return image
     return cv2.resize(image, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def outline_box(rgb: np.ndarray, box: tuple[int, int, int, int], colour=(255, 255, 255),
+                dash: int = 12) -> np.ndarray:
+    """A dashed rectangle (y0, y1, x0, x1): where a model's field of view ends."""
+    out = rgb.copy()
+    y0, y1, x0, x1 = box
+    h, w = out.shape[:2]
+    y1, x1 = min(y1, h) - 1, min(x1, w) - 1
+    thick = max(1, min(h, w) // 300)
+    for start in range(0, max(h, w), 2 * dash):
+        seg_x = slice(x0 + start, min(x0 + start + dash, x1 + 1))
+        seg_y = slice(y0 + start, min(y0 + start + dash, y1 + 1))
+        out[y0:y0 + thick, seg_x] = colour
+        out[max(y1 - thick + 1, 0):y1 + 1, seg_x] = colour
+        out[seg_y, x0:x0 + thick] = colour
+        out[seg_y, max(x1 - thick + 1, 0):x1 + 1] = colour
+    return out

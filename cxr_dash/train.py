@@ -29,6 +29,7 @@ from .augment import AugmentConfig, augment_pair
 from .manifest import update_region
 from .metrics import dice, jaccard
 from .model import build_unet, load_compact, predict_probabilities, save_compact
+from .preprocess import FieldOfView
 from .regions import REGION_KEYS, get_region
 
 LOSSES = ("bce_jaccard", "bce_dice", "focal_jaccard", "focal_dice")
@@ -60,6 +61,9 @@ class TrainConfig:
     seed: int = 0
     encoder_weights: str | None = None
     init_weights: str | None = None     # compact weights of an earlier run to start from
+    # [top, bottom, left, right] fractions of the image the model sees; None: the
+    # registry's default for the region; "full": the whole image.
+    field_of_view: list[float] | str | None = None
     note: str = ""
 
     def resolved(self) -> "TrainConfig":
@@ -69,6 +73,9 @@ class TrainConfig:
         out.optimizer = (self.optimizer or study.optimizer).lower()
         out.learning_rate = self.learning_rate if self.learning_rate is not None else study.learning_rate
         out.batch_size = self.batch_size or study.batch_size
+        default_view = get_region(self.region).field_of_view
+        out.field_of_view = FieldOfView.parse(
+            default_view if self.field_of_view is None else self.field_of_view).as_list()
         if out.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
         if out.loss not in LOSSES:
@@ -81,7 +88,11 @@ class TrainConfig:
                 "schedule": self.schedule, "warmup_epochs": self.warmup_epochs,
                 "loss": self.loss, "epochs_max": self.epochs,
                 "augment_copies": self.augment_copies, "input_size": self.input_size,
-                "patience": self.patience}
+                "field_of_view": self.field_of_view, "patience": self.patience}
+
+    @property
+    def view(self) -> FieldOfView:
+        return FieldOfView.parse(self.field_of_view)
 
 
 def make_loss(name: str):
@@ -256,8 +267,8 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
         val_ids = sorted(val_ids[i] for i in keep)
 
     region_index = REGION_KEYS.index(cfg.region)
-    tr = scr.pack(dataset, train_ids, cfg.input_size)
-    va = scr.pack(dataset, val_ids, cfg.input_size)
+    tr = scr.pack(dataset, train_ids, cfg.input_size, view=cfg.view)
+    va = scr.pack(dataset, val_ids, cfg.input_size, view=cfg.view)
     val_x = np.repeat(va["images"].astype(np.float32)[..., None], 3, axis=3)
     val_masks = va["masks"][:, region_index].astype(bool)
 
@@ -311,6 +322,7 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
         "weights": weights_name,
         "weights_bytes": size_bytes,
         "input_size": cfg.input_size,
+        "field_of_view": cfg.field_of_view,
         "hyperparameters": cfg.hyperparameters(),
         "study_hyperparameters": get_region(cfg.region).study.as_dict(),
         "training": {
@@ -343,6 +355,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fold", default="odd", choices=("odd", "even", "all"),
                    help="train on this fold and validate on the other; all: every case")
     p.add_argument("--input-size", type=int, default=256)
+    p.add_argument("--field-of-view", nargs="+", default=None, metavar="F",
+                   help="part of the image the model sees: TOP BOTTOM LEFT RIGHT as fractions, "
+                        "or 'full' (default: the region's, from the registry; clavicles see "
+                        "the upper half on their own side)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default: the study's")
     p.add_argument("--lr", type=float, default=None, help="default: the study's")
@@ -370,6 +386,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def view_argument(values: list[str] | None) -> list[float] | str | None:
+    if values is None or values == ["full"]:
+        return None if values is None else "full"
+    return FieldOfView.parse(values).as_list()    # validates: 4 fractions, in order
+
+
 def config_from_args(args, region: str) -> TrainConfig:
     cfg = TrainConfig(
         region=region, fold=args.fold, input_size=args.input_size, epochs=args.epochs,
@@ -379,7 +401,8 @@ def config_from_args(args, region: str) -> TrainConfig:
         restore_best=not args.no_restore_best, snapshot_cases=args.snapshot_cases,
         steps_per_epoch=args.steps_per_epoch, max_train_cases=args.max_train_cases,
         max_val_cases=args.max_val_cases, seed=args.seed,
-        encoder_weights=args.encoder_weights, init_weights=args.init_weights, note=args.note)
+        encoder_weights=args.encoder_weights, init_weights=args.init_weights,
+        field_of_view=view_argument(args.field_of_view), note=args.note)
     if args.from_trial:
         trial = json.loads(Path(args.from_trial).read_text())
         params = trial.get("params", trial)
@@ -396,7 +419,8 @@ def main(argv=None) -> int:
     for region in regions:
         cfg = config_from_args(args, region).resolved()
         print(f"[{region}] {cfg.optimizer} lr={cfg.learning_rate} batch={cfg.batch_size} "
-              f"size={cfg.input_size} fold={cfg.fold} epochs<={cfg.epochs}", flush=True)
+              f"size={cfg.input_size} view={cfg.view.describe()} fold={cfg.fold} "
+              f"epochs<={cfg.epochs}", flush=True)
         entry = train_region(cfg, dataset, args.out, verbose=0 if args.quiet else 1)
         m = entry["metrics"]
         print(f"[{region}] done: validation IoU {m['validation_at_input_size']['jaccard']:.4f} "

@@ -195,7 +195,9 @@ def main(argv=None) -> int:
     region = get_region(args.region).key
     dataset = open_dataset(args.data)
     cases = dataset.cases_with_masks()
-    packed = scr.pack(dataset, cases, args.input_size)
+    # The search sees what training will see: the region's default field of view.
+    packed = scr.pack(dataset, cases, args.input_size,
+                      view=TrainConfig(region=region).resolved().view)
     packs = {"images": packed["images"], "masks": packed["masks"],
              "index": {c: i for i, c in enumerate(cases)}}
     out = Path(args.out)

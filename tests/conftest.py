@@ -52,8 +52,10 @@ def make_random_model_set(folder: Path, input_size: int = 64, regions=REGION_KEY
                             probs=(rng.random((3, 2, input_size, input_size)) * 255).astype(np.uint8),
                             epochs=np.array([1, 2, 3]),
                             case_ids=np.array(["JPCLN104", "JPCLN002"]))
+        view = get_region(region).field_of_view   # as shipped: clavicles see part of the image
         update_region(folder, region, {
             "weights": f"{region}.npz", "input_size": input_size,
+            **({"field_of_view": list(view)} if view else {}),
             "hyperparameters": {**get_region(region).study.as_dict(), "input_size": input_size},
             "study_hyperparameters": get_region(region).study.as_dict(),
             "training": {"fold": "odd", "cases": list(training_cases), "note": "random weights (test)"},

@@ -71,6 +71,11 @@ def test_display_sliders_do_not_rerun_the_models(app, data_dir, tiny_model_set):
         app.sidebar.checkbox(key="show_heart").uncheck().run()
         assert not app.exception
         assert calls == []
+        # Test-time augmentation is a model setting: it re-runs the models, once.
+        app.sidebar.checkbox(key="tta").check().run()
+        app.sidebar.slider[0].set_value(0.4).run()
+        assert not app.exception and not app.error
+        assert len(calls) == 1
     finally:
         seg.predict = original
 

@@ -51,3 +51,49 @@ def test_evaluate_tool_on_real_cases(tiny_model_set, dataset, tmp_path):
     assert [r["case"] for r in rows] == ["JPCLN002", "JPCLN004"]
     assert all(0 <= r["jaccard"] <= 1 for r in rows)
     assert "| Heart |" in (out / "evaluation.md").read_text()
+
+
+def test_a_region_with_a_field_of_view_predicts_inside_it_only(tiny_model_set):
+    from cxr_dash.regions import REGIONS
+
+    seg = load_segmenter(tiny_model_set)
+    view = seg.view("left_clavicle")
+    assert view.as_list() == list(REGIONS["left_clavicle"].field_of_view)
+    assert seg.view("heart").is_full
+    image = np.random.default_rng(1).random((200, 300)).astype(np.float32)
+    prob = seg.predict(image, ["left_clavicle"])["left_clavicle"]
+    y0, y1, x0, x1 = view.box(image.shape)
+    assert prob[y1:].max() == 0 and prob[:, :x0].max() == 0
+    assert prob[y0:y1, x0:x1].min() > 0          # a sigmoid is never exactly 0
+    assert seg.prepare(image, "left_clavicle").shape == (64, 64, 3)
+    truth = np.zeros(image.shape, bool)
+    truth[y0:y1, x0:x1] = True
+    assert seg.prepare_mask(truth, "left_clavicle").all()
+
+
+def test_test_time_augmentation_keeps_shapes_and_follows_the_set_default(tiny_model_set, tmp_path):
+    from cxr_dash.inference import shift_image
+
+    yy, xx = np.mgrid[:120, :90]
+    blob = np.exp(-((yy - 50) ** 2 + (xx - 40) ** 2) / 200.0).astype(np.float32)
+    moved = shift_image(blob, 3, -2)                     # (dy, dx): down 3, left 2
+    assert np.unravel_index(moved.argmax(), moved.shape) == (53, 38)
+    assert np.abs(shift_image(moved, -3, 2) - blob).max() < 0.01
+    assert np.abs(shift_image(shift_image(blob, 2.5, -1.5), -2.5, 1.5) - blob).max() < 0.02
+    image = np.random.default_rng(2).random((120, 90)).astype(np.float32)
+    seg = load_segmenter(tiny_model_set, regions=["heart", "left_clavicle"])
+    assert not seg.default_tta
+    plain, averaged = seg.predict(image), seg.predict(image, tta=True)
+    for region in seg.regions:
+        assert averaged[region].shape == image.shape and averaged[region].dtype == np.float32
+        assert 0 <= averaged[region].min() and averaged[region].max() <= 1
+        assert not np.array_equal(plain[region], averaged[region])
+    manifest = json.loads((tiny_model_set / "manifest.json").read_text())
+    manifest["test_time_augmentation"] = True
+    for f in tiny_model_set.iterdir():
+        if f.name != "manifest.json":
+            (tmp_path / f.name).symlink_to(f)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    seg_tta = load_segmenter(tmp_path, regions=["heart"])
+    assert seg_tta.default_tta
+    assert np.allclose(seg_tta.predict(image)["heart"], averaged["heart"], atol=1e-5)

@@ -66,6 +66,8 @@ def test_train_tool_writes_a_model_set(dataset, tmp_path, monkeypatch):
     entry = read_manifest(out)["regions"]["right_clavicle"]
     assert entry["hyperparameters"]["optimizer"] == "rmsprop"            # the study's default
     assert entry["hyperparameters"]["learning_rate"] == pytest.approx(0.00035)
+    # The registry's field of view for the clavicle, recorded where the app reads it.
+    assert entry["field_of_view"] == [0.0, 0.5, 0.0, 0.6] == entry["hyperparameters"]["field_of_view"]
     assert all(int(c[-3:]) % 2 == 1 for c in entry["training"]["cases"])
     assert all(int(c[-3:]) % 2 == 0 for c in entry["training"]["validation_cases"])
     history = json.loads((out / entry["history"]).read_text())

@@ -38,3 +38,20 @@ def test_shipped_models_segment_a_held_out_case(manifest, dataset):
     for region in ("left_lung", "right_lung"):
         assert jaccard(masks[region], case.masks[region]) > 0.85, region
     assert jaccard(masks["heart"], case.masks["heart"]) > 0.7
+
+
+def test_test_time_augmentation_realigns_its_shifted_grids(manifest, dataset):
+    """TTA shifts the image by a quarter model pixel and shifts each output back:
+    a sign error would misplace thin clavicles by half a model pixel (4 image
+    pixels at 128 px), which costs them far more than the 0.02 allowed here."""
+    from cxr_dash import load_segmenter
+
+    seg = load_segmenter(regions=["left_clavicle", "right_clavicle"])
+    trained = set(manifest["regions"]["left_clavicle"]["training"]["cases"])
+    case = dataset.load_case(next(c for c in dataset.cases_with_masks() if c not in trained))
+    plain = seg.masks(seg.predict(case.image, tta=False))
+    averaged = seg.masks(seg.predict(case.image, tta=True))
+    for region in seg.regions:
+        j_plain = jaccard(plain[region], case.masks[region])
+        j_tta = jaccard(averaged[region], case.masks[region])
+        assert j_tta >= j_plain - 0.02, (region, j_plain, j_tta)

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 from cxr_dash.regions import REGIONS
-from cxr_dash.render import colormap, display_rgb, overlay_heatmap, overlay_masks
+from cxr_dash.render import colormap, display_rgb, outline_box, overlay_heatmap, overlay_masks
 from cxr_dash.report import mask_png, masks_npz, masks_zip, png_bytes, rows_csv, rows_json
 
 from . import state
@@ -47,6 +47,14 @@ def colour_chip(region: str) -> str:
     return (f"<span style='display:inline-block;width:0.9em;height:0.9em;border-radius:2px;"
             f"background:{r.hex_colour};margin-right:0.4em;vertical-align:middle'></span>"
             f"{r.display_name}")
+
+
+def inference_settings(seg) -> bool:
+    """Sidebar: whether to average four sub-pixel-shifted grids (re-runs the models)."""
+    return st.sidebar.checkbox(
+        "Test-time augmentation", value=seg.default_tta, key="tta",
+        help="Average each model over 4 grids shifted by a quarter model pixel (4x the "
+             "compute; no flips, laterality is part of the task). Default: the model set's.")
 
 
 def display_settings(regions) -> DisplaySettings:
@@ -120,7 +128,12 @@ def compare_regions(ctx: Context) -> None:
             st.markdown(colour_chip(region), unsafe_allow_html=True)
             rgb = overlay_masks(base, {region: ctx.masks[region]}, ctx.settings.opacity,
                                 ctx.settings.style)
-            st.image(_truth_outlines(ctx, rgb, [region]), width="stretch")
+            view = ctx.seg.view(region)
+            if not view.is_full:
+                rgb = outline_box(rgb, view.box(rgb.shape), REGIONS[region].colour)
+            st.image(_truth_outlines(ctx, rgb, [region]), width="stretch",
+                     caption=None if view.is_full else f"Dashed: the model's field of view "
+                                                       f"({view.describe()})")
             st.plotly_chart(_probability_figure(ctx.probs[region], region), key=f"heat_{region}",
                             config={"displayModeBar": False}, theme=None)
             row = rows[region]
@@ -197,9 +210,11 @@ def explain_view(ctx: Context) -> None:
     size = ctx.seg.input_size(region)
     d_patch, d_stride = default_patch_and_stride(size)
     o1, o2, o3 = st.columns(3)
+    view = ctx.seg.view(region)
+    y0, y1, _, _ = view.box(ctx.image.pixels.shape)
     patch = o1.slider("Patch (model pixels)", 4, size // 2, d_patch, 2,
-                      help=f"The model sees {size} x {size}; one model pixel is "
-                           f"{ctx.image.pixels.shape[0] / size:.0f} image pixels here.")
+                      help=f"The model sees {size} x {size} ({view.describe()}); one model pixel "
+                           f"is {(y1 - y0) / size:.1f} image pixels here.")
     stride = o2.slider("Stride", 2, size // 4, d_stride, 1)
     baseline = o3.selectbox("Baseline", ["black (0)", "mean grey", "blur", "white (1)"])
     base_value = {"black (0)": 0.0, "mean grey": "mean", "blur": "blur", "white (1)": 1.0}[baseline]
@@ -216,8 +231,7 @@ def explain_view(ctx: Context) -> None:
         res = store[okey]
         pos = np.clip(res.sensitivity, 0, None)
         heat = pos / pos.max() if pos.max() > 0 else pos
-        import cv2
-        heat_big = cv2.resize(heat, ctx.image.pixels.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        heat_big = ctx.seg.to_image(heat, region, ctx.image.pixels.shape)
         shown = overlay_masks(overlay_heatmap(base, heat_big, 0.6), {region: ctx.masks[region]},
                               style="outline")
         c1, c2 = st.columns([3, 2])
@@ -265,7 +279,8 @@ def playback(seg) -> None:
         case_id = record.case_ids[case_index] if record.case_ids else None
         left, right = st.columns([2, 3])
         if ds is not None and case_id and case_id in ds.image_paths:
-            rgb = overlay_heatmap(_monitor_case_rgb(case_id, prob.shape[0]), prob, 0.6)
+            rgb = overlay_heatmap(_monitor_case_rgb(case_id, prob.shape[0], record.field_of_view),
+                                  prob, 0.6)
             rgb = overlay_masks(rgb, {region: prob >= 0.5}, style="outline")
             caption = f"{case_id}, epoch {epoch}: probability over the radiograph"
         else:
@@ -287,11 +302,13 @@ def playback(seg) -> None:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _monitor_case_rgb(case_id: str, size: int) -> np.ndarray:
-    """The monitor case as the model saw it, read once (playback redraws it every frame)."""
-    from cxr_dash.preprocess import prepare_input
+def _monitor_case_rgb(case_id: str, size: int, field_of_view=None) -> np.ndarray:
+    """The monitor case as the model saw it (its field of view), read once
+    (playback redraws it every frame)."""
+    from cxr_dash.preprocess import FieldOfView, prepare_input
 
-    grey = (prepare_input(state.dataset().load_image(case_id).pixels, size)[..., 0] * 255).astype(np.uint8)
+    pixels = state.dataset().load_image(case_id).pixels
+    grey = (prepare_input(pixels, size, FieldOfView.parse(field_of_view))[..., 0] * 255).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=2)
 
 
@@ -372,6 +389,7 @@ def model_card(seg) -> None:
         held = met.get("heldout_1024", {})
         rows.append({
             "region": REGIONS[region].display_name, "input": e.get("input_size"),
+            "field of view": seg.view(region).describe(),
             "optimizer": e.get("hyperparameters", {}).get("optimizer"),
             "lr": e.get("hyperparameters", {}).get("learning_rate"),
             "batch": e.get("hyperparameters", {}).get("batch_size"),
@@ -396,13 +414,13 @@ def _training_atlas(model_key: str, region: str, _seg, _ds):
     from cxr_dash.regions import REGION_KEYS
 
     cases = _seg.entry(region).get("training", {}).get("cases") or _ds.cases_with_masks()
-    masks = pack(_ds, cases, _seg.input_size(region))["masks"][:, REGION_KEYS.index(region)]
+    masks = pack(_ds, cases, _seg.input_size(region),
+                 view=_seg.view(region))["masks"][:, REGION_KEYS.index(region)]
     return atlas_from_masks(masks)
 
 
 def position_view(ctx: Context) -> None:
     from cxr_dash import position as pos
-    from cxr_dash.preprocess import resize_mask
 
     st.caption("Does each model follow the anatomy when the image moves, or draw its region where "
                "it usually lies? Tests: translation, zoom, flip, content removal, occlusion inside vs "
@@ -421,7 +439,7 @@ def position_view(ctx: Context) -> None:
             atlas = truth = None
             if ctx.image.truth and ds is not None:
                 atlas = _training_atlas(ctx.model_key, region, ctx.seg, ds)
-                truth = resize_mask(ctx.image.truth[region], ctx.seg.input_size(region)).astype(bool)
+                truth = ctx.seg.prepare_mask(ctx.image.truth[region], region)
             reports[region] = pos.run_all(pos.region_predictor(ctx.seg, region),
                                           ctx.seg.prepare(ctx.image.pixels, region), region, atlas,
                                           truth, occlusion=with_occlusion)

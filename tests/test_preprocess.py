@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from cxr_dash.preprocess import (FULL_VIEW, FieldOfView, normalise_intensity, prepare_input,
+                                 resize_image, resize_mask, upsample_probability)
+from cxr_dash.regions import REGIONS
+
+
+def test_field_of_view_parses_and_validates():
+    assert FieldOfView.parse(None) is FULL_VIEW and FieldOfView.parse("full").is_full
+    view = FieldOfView.parse([0, 0.5, 0.4, 1])
+    assert view.as_list() == [0.0, 0.5, 0.4, 1.0] and not view.is_full
+    assert FieldOfView.parse(view.as_list()) == view
+    assert view.box((1024, 1000)) == (0, 512, 400, 1000)
+    for bad in ([0.5, 0.5, 0, 1], [0, 1.2, 0, 1], [0, 1, 0.7, 0.3], [0, 1, 0]):
+        with pytest.raises(ValueError):
+            FieldOfView.parse(bad)
+
+
+def test_model_input_is_the_field_of_view_of_the_whole_image_window():
+    rng = np.random.default_rng(0)
+    image = (rng.random((400, 300)) * 4000).astype(np.uint16)
+    image[:200, 150:] += 3000                       # a bright quadrant: the crop's own window would differ
+    view = FieldOfView(0.0, 0.5, 0.5, 1.0)
+    x = prepare_input(image, 32, view)
+    assert x.shape == (32, 32, 3)
+    # The whole image's intensity window, then the crop: a region's intensities do
+    # not depend on its field of view (the crop's own window would re-stretch them).
+    expected = resize_image(normalise_intensity(image)[:200, 150:], 32)
+    assert np.allclose(x[..., 0], expected, atol=1e-6)
+    assert np.abs(prepare_input(image[:200, 150:], 32)[..., 0] - expected).max() > 0.1
+
+
+def test_model_space_maps_return_inside_the_field_of_view_only():
+    view = FieldOfView(0.0, 0.5, 0.4, 1.0)
+    back = upsample_probability(np.full((16, 16), 0.8, np.float32), (100, 200), view)
+    assert back.shape == (100, 200)
+    assert np.allclose(back[:50, 80:], 0.8) and back[50:].max() == 0 and back[:, :80].max() == 0
+    full = upsample_probability(np.full((16, 16), 0.3, np.float32), (100, 200))
+    assert np.allclose(full, 0.3)
+
+
+def test_mask_round_trip_through_a_field_of_view():
+    mask = np.zeros((512, 512), bool)
+    mask[40:120, 300:460] = True
+    view = FieldOfView(0.0, 0.5, 0.4, 1.0)
+    small = resize_mask(mask, 64, view)
+    assert small.shape == (64, 64) and small.dtype == np.uint8
+    back = upsample_probability(small.astype(np.float32), mask.shape, view) >= 0.5
+    inter, union = (back & mask).sum(), (back | mask).sum()
+    assert inter / union > 0.95
+
+
+def test_clavicle_views_hold_every_clavicle_of_unseen_cases(dataset):
+    """The views were chosen on the odd fold; they must hold the even fold's clavicles too."""
+    for case_id in dataset.folds()["even"][::5]:
+        for region in ("left_clavicle", "right_clavicle"):
+            mask = dataset.load_mask(case_id, region)
+            y0, y1, x0, x1 = FieldOfView.parse(REGIONS[region].field_of_view).box(mask.shape)
+            inside = mask[y0:y1, x0:x1].sum()
+            assert inside == mask.sum() > 0, (case_id, region)
+            # ... with a margin: nothing within 5% of the box's inner edges.
+            margin = int(0.05 * mask.shape[0])
+            assert not mask[y1 - margin:y1, x0:x1].any()
