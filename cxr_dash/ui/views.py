@@ -282,7 +282,8 @@ def playback(seg) -> None:
             rgb = overlay_heatmap(_monitor_case_rgb(case_id, prob.shape[0], record.field_of_view),
                                   prob, 0.6)
             rgb = overlay_masks(rgb, {region: prob >= 0.5}, style="outline")
-            caption = f"{case_id}, epoch {epoch}: probability over the radiograph"
+            caption = f"{case_id}, epoch {epoch}: probability over the radiograph" + (
+                "" if record.field_of_view is None else " (the model's field of view)")
         else:
             rgb = colormap(prob)
             caption = f"{case_id or 'monitor case'}, epoch {epoch}: probability map " \
