@@ -150,13 +150,16 @@ class Segmenter:
         out = {}
         for (size, view), group in by_space.items():
             y0, y1, x0, x1 = view.box(image.shape)
-            sums = {r: np.zeros(image.shape, np.float32) for r in group}
+            sums = {r: np.zeros((size, size), np.float32) for r in group}
             for sy, sx in TTA_SHIFTS:
+                # Shift the image by a fraction of a model pixel before it is
+                # resampled, then shift each output back on the model's grid
+                # (cheap: 128 x 128, not the image's size).
                 dy, dx = sy * (y1 - y0) / size, sx * (x1 - x0) / size   # image pixels
                 small = self.predict_at_input_size(shift_image(image, dy, dx), group)
                 for r in group:
-                    sums[r] += shift_image(self.to_image(small[r], r, image.shape), -dy, -dx, "zero")
-            out.update({r: np.clip(sums[r] / len(TTA_SHIFTS), 0.0, 1.0) for r in group})
+                    sums[r] += shift_image(small[r], -sy, -sx)
+            out.update({r: self.to_image(sums[r] / len(TTA_SHIFTS), r, image.shape) for r in group})
         return {r: out[r] for r in regions}
 
     def masks(self, probabilities: dict[str, np.ndarray], threshold: float = 0.5,
