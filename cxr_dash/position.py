@@ -352,7 +352,9 @@ def dataset_report(segmenter, dataset, cases: list[str], regions=None, occlusion
     return {"summary": summary, "per_region": per_region}
 
 
-def markdown_summary(summary: dict, model_dir: str, cases: list[str]) -> str:
+def markdown_summary(summary: dict, model_dir: str, cases: list[str],
+                     views: dict[str, str] | None = None) -> str:
+    """``views``: {region: description} of models that see part of the image only."""
     from .regions import REGIONS
 
     lines = ["# Position or anatomy?", "",
@@ -374,6 +376,11 @@ def markdown_summary(summary: dict, model_dir: str, cases: list[str]) -> str:
         lines.append("")
     lines += ["Caveat: laterality is partly positional by nature (a mirrored left lung looks like a "
               "right lung), so the flip test describes, it does not judge.", ""]
+    for region, described in (views or {}).items():
+        lines += [f"Field of view: the {REGIONS[region].display_name.lower()} model sees {described}. "
+                  "The tests move, zoom and remove content inside that window; a structure moved out "
+                  "of it is invisible to the model by design. That part of the position prior is "
+                  "built in, not learned.", ""]
     return "\n".join(lines)
 
 
@@ -411,7 +418,8 @@ def main(argv=None) -> int:
     first = {r: reps[0] for r, reps in result["per_region"].items()}
     figure_transform_curves(first).savefig(out / "transform_curves.png", dpi=110)
     figure_content_removal(first).savefig(out / "content_removal.png", dpi=110)
-    md = markdown_summary(result["summary"], str(seg.model_dir), cases)
+    views = {r: seg.view(r).describe() for r in seg.regions if not seg.view(r).is_full}
+    md = markdown_summary(result["summary"], str(seg.model_dir), cases, views)
     md += f"\nFigures (first case, {cases[0]}): `transform_curves.png`, `content_removal.png`.\n"
     (out / "summary.md").write_text(md)
     print(md)
