@@ -63,11 +63,15 @@ def test_dataset_report_on_real_cases(tiny_model_set, dataset, tmp_path, monkeyp
     from cxr_dash.inference import load_segmenter
 
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path))
-    seg = load_segmenter(tiny_model_set, regions=("left_lung",))
+    # The right clavicle's model sees a field of view: atlas, truth and inputs in its window.
+    seg = load_segmenter(tiny_model_set, regions=("left_lung", "right_clavicle"))
     cases = dataset.folds()["even"][:2]
     result = pos.dataset_report(seg, dataset, cases, occlusion_cases=1)
-    s = result["summary"]["left_lung"]
-    assert s["cases"] == 2 and s["verdict"] in ("anatomy", "position", "mixed", "undetermined")
-    assert 0 <= s["atlas_jaccard"] <= 1
-    md = pos.markdown_summary(result["summary"], str(tiny_model_set), cases)
-    assert "| Left lung |" in md
+    for region in seg.regions:
+        s = result["summary"][region]
+        assert s["cases"] == 2 and s["verdict"] in ("anatomy", "position", "mixed", "undetermined")
+        assert 0 <= s["atlas_jaccard"] <= 1
+    views = {r: seg.view(r).describe() for r in seg.regions if not seg.view(r).is_full}
+    md = pos.markdown_summary(result["summary"], str(tiny_model_set), cases, views)
+    assert "| Left lung |" in md and "| Right clavicle |" in md
+    assert "right clavicle model sees rows 0%–50%, columns 0%–60%" in md

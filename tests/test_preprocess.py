@@ -62,3 +62,15 @@ def test_clavicle_views_hold_every_clavicle_of_unseen_cases(dataset):
             # ... with a margin: nothing within 5% of the box's inner edges.
             margin = int(0.05 * mask.shape[0])
             assert not mask[y1 - margin:y1, x0:x1].any()
+
+
+def test_field_of_view_box_is_drawn_on_its_edges_only():
+    from cxr_dash.render import outline_box
+
+    rgb = np.zeros((100, 120, 3), np.uint8)
+    y0, y1, x0, x1 = FieldOfView(0.0, 0.5, 0.4, 1.0).box(rgb.shape)
+    drawn = outline_box(rgb, (y0, y1, x0, x1), (255, 0, 0))[..., 0] > 0
+    assert drawn[y0, x0] and drawn[y1 - 1, x1 - 1]              # corners
+    assert not drawn[y0 + 5:y1 - 5, x0 + 5:x1 - 5].any()        # inside untouched
+    assert not drawn[y1 + 1:].any() and not drawn[:, :x0].any()  # outside untouched
+    assert 0.3 < drawn[y0, x0:x1].mean() < 0.8                  # dashed
