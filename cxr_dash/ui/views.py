@@ -121,6 +121,11 @@ def compare_regions(ctx: Context) -> None:
                "area and mean confidence inside the mask" +
                ("; against the ground truth: Jaccard, Dice, mean contour distance."
                 if ctx.image.truth else "."))
+    partial = [r for r in ctx.regions if not ctx.seg.view(r).is_full]
+    if partial:
+        st.caption("Dashed box: the part of the image a model sees — " + "; ".join(
+            f"{REGIONS[r].display_name.lower()}: {ctx.seg.view(r).describe()}" for r in partial) +
+            ". Outside it, its probability is 0 by construction.")
     rows = {r["region"]: r for r in ctx.measurements()}
     base = display_rgb(ctx.image.pixels)
     for col, region in zip(st.columns(len(ctx.regions)), ctx.regions):
@@ -131,9 +136,7 @@ def compare_regions(ctx: Context) -> None:
             view = ctx.seg.view(region)
             if not view.is_full:
                 rgb = outline_box(rgb, view.box(rgb.shape), REGIONS[region].colour)
-            st.image(_truth_outlines(ctx, rgb, [region]), width="stretch",
-                     caption=None if view.is_full else f"Dashed: the model's field of view "
-                                                       f"({view.describe()})")
+            st.image(_truth_outlines(ctx, rgb, [region]), width="stretch")
             st.plotly_chart(_probability_figure(ctx.probs[region], region), key=f"heat_{region}",
                             config={"displayModeBar": False}, theme=None)
             row = rows[region]
