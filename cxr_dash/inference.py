@@ -25,12 +25,11 @@ from .regions import REGION_KEYS
 TTA_SHIFTS = ((-0.25, -0.25), (-0.25, 0.25), (0.25, -0.25), (0.25, 0.25))
 
 
-def shift_image(image: np.ndarray, dy: float, dx: float, fill: str = "edge") -> np.ndarray:
-    """Translate by (dy, dx) pixels, bilinear; ``fill``: "edge" repeats the border, "zero" pads 0."""
+def shift_image(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """Translate by (dy, dx) pixels (down, right), bilinear, border pixels repeated."""
     h, w = image.shape[:2]
-    border = cv2.BORDER_REPLICATE if fill == "edge" else cv2.BORDER_CONSTANT
     return cv2.warpAffine(image.astype(np.float32), np.float32([[1, 0, dx], [0, 1, dy]]), (w, h),
-                          flags=cv2.INTER_LINEAR, borderMode=border, borderValue=0)
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def as_grayscale(image) -> np.ndarray:
