@@ -81,14 +81,17 @@ def choose_input() -> None:
 
 
 def build_context(seg, image, settings, tta: bool) -> views.Context:
-    model_key = str(seg.model_dir) + (" +TTA" if tta else "")   # results differ with TTA
-    probs = state.segment(model_key, image.key, seg, image.pixels, tta)
-    masks = state.masks_for(model_key, image.key, settings.threshold, True, seg, probs)
+    # Segmentation results depend on TTA; explanations, occlusion and position tests
+    # run the plain model and keep the model set's key, so a TTA toggle spares them.
+    model_key = str(seg.model_dir)
+    results_key = model_key + (" +TTA" if tta else "")
+    probs = state.segment(results_key, image.key, seg, image.pixels, tta)
+    masks = state.masks_for(results_key, image.key, settings.threshold, True, seg, probs)
     warnings = plausibility_warnings(image.pixels, masks, probs)
     if warnings:
         st.warning("**This may not be a frontal chest radiograph.**\n\n" +
                    "\n".join(f"- {w}" for w in warnings[:-1]) + f"\n\n{warnings[-1]}")
-    return views.Context(seg, model_key, image, probs, masks, settings)
+    return views.Context(seg, model_key, image, probs, masks, settings, results_key)
 
 
 if __name__ == "__main__":

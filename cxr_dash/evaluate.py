@@ -19,7 +19,6 @@ from pathlib import Path
 
 import cv2
 
-
 from . import data as scr
 from .cli import open_dataset, progress_bar
 from .inference import Segmenter, to_mask

@@ -40,12 +40,10 @@ class FieldOfView:
     @classmethod
     def parse(cls, value) -> "FieldOfView":
         """None or "full" -> whole image; [top, bottom, left, right]; or a FieldOfView."""
-        if value is None or (isinstance(value, str) and value == "full"):
+        if value is None or value == "full":
             return FULL_VIEW
         if isinstance(value, FieldOfView):
             return value
-        if isinstance(value, dict):
-            return cls(**{k: float(v) for k, v in value.items()})
         values = [float(v) for v in value]
         if len(values) != 4:
             raise ValueError(f"field of view is [top, bottom, left, right], got {value!r}")
@@ -102,7 +100,7 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interp)
 
 
-def prepare_input(image: np.ndarray, size: int, view: FieldOfView = None) -> np.ndarray:
+def prepare_input(image: np.ndarray, size: int, view: FieldOfView | None = None) -> np.ndarray:
     """Radiograph (any size, any dtype) -> model input of shape (size, size, 3), float32 [0, 1]:
     the whole image's intensity window, then the field of view, resized."""
     view = view or FULL_VIEW
@@ -110,7 +108,7 @@ def prepare_input(image: np.ndarray, size: int, view: FieldOfView = None) -> np.
     return np.repeat(small[..., None], 3, axis=2).astype(np.float32)
 
 
-def resize_mask(mask: np.ndarray, size: int, view: FieldOfView = None) -> np.ndarray:
+def resize_mask(mask: np.ndarray, size: int, view: FieldOfView | None = None) -> np.ndarray:
     """Binary mask -> its field of view at size x size, binary uint8 (area fraction >= 0.5)."""
     part = (view or FULL_VIEW).crop(np.asarray(mask))
     m = cv2.resize(part.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
@@ -118,7 +116,7 @@ def resize_mask(mask: np.ndarray, size: int, view: FieldOfView = None) -> np.nda
 
 
 def upsample_probability(prob: np.ndarray, shape: tuple[int, int],
-                         view: FieldOfView = None) -> np.ndarray:
+                         view: FieldOfView | None = None) -> np.ndarray:
     """Model-space map (probability, heatmap) -> the original image's size, float32 in [0, 1]:
     bilinear into the field of view's box, zero outside it (the model never looked there)."""
     view = view or FULL_VIEW

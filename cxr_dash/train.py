@@ -387,8 +387,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def view_argument(values: list[str] | None) -> list[float] | str | None:
-    if values is None or values == ["full"]:
-        return None if values is None else "full"
+    if values is None:
+        return None                                # the registry's default
+    if values == ["full"]:
+        return "full"
     return FieldOfView.parse(values).as_list()    # validates: 4 fractions, in order
 
 

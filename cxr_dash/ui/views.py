@@ -32,13 +32,14 @@ class Context:
     probs: dict[str, np.ndarray]
     masks: dict[str, np.ndarray]
     settings: DisplaySettings
+    results_key: str              # model_key, plus whether TTA produced probs and masks
 
     @property
     def regions(self) -> tuple[str, ...]:
         return self.seg.regions
 
     def measurements(self) -> list[dict]:
-        return state.measurements_for(self.model_key, self.image.key, self.settings.threshold,
+        return state.measurements_for(self.results_key, self.image.key, self.settings.threshold,
                                       self.probs, self.masks, self.image.spacing_mm, self.image.truth)
 
 
@@ -374,7 +375,7 @@ def downloads(ctx: Context) -> None:
         st.markdown("**Region metrics**")
         rows = ctx.measurements()
         context = {"image": ctx.image.name, "threshold": ctx.settings.threshold,
-                   "pixel_spacing_mm": ctx.image.spacing_mm, "model_set": ctx.model_key}
+                   "pixel_spacing_mm": ctx.image.spacing_mm, "model_set": ctx.results_key}
         st.download_button("Metrics (CSV)", rows_csv(rows), f"{stem}_metrics.csv", "text/csv")
         st.download_button("Metrics (JSON)", rows_json(rows, **context), f"{stem}_metrics.json",
                            "application/json")
