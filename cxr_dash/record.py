@@ -1,12 +1,16 @@
 """What training left behind for a region: history and per-epoch snapshots."""
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .manifest import load_json
+from .manifest import MANIFEST_NAME, load_json, update_region
+
+SNAPSHOT_BUDGET_BYTES = 5 * 1024 * 1024
 
 
 @dataclass
@@ -20,6 +24,29 @@ class TrainingRecord:
     study_hyperparameters: dict
     training: dict
     field_of_view: list[float] | None = None   # None: the whole image
+
+    @property
+    def stages(self) -> list[dict]:
+        """Earlier training stages (e.g. 128 px before 256 px fine-tuning), oldest first."""
+        return list(self.training.get("earlier_stages", []))
+
+    def stage_starts(self) -> list[tuple[int, int]]:
+        """(first epoch, input size) of every stage after the first, for the curves."""
+        starts, previous = [], None
+        for row in self.history:
+            size = row.get("input_size")
+            if previous is not None and size != previous:
+                starts.append((row["epoch"], size))
+            previous = size
+        return starts
+
+    def describe_stages(self) -> str:
+        """One sentence per earlier stage, for captions ('' for a single-stage run)."""
+        return " ".join(
+            f"Epochs before {first}: {stage['input_size']} px, "
+            f"{stage['hyperparameters'].get('optimizer', '?')} lr "
+            f"{stage['hyperparameters'].get('learning_rate', '?')} (the table shows the last stage)."
+            for stage, (first, _) in zip(self.stages, self.stage_starts()))
 
     def snapshot(self, epoch_index: int, case_index: int = 0) -> np.ndarray:
         return self.snapshots[epoch_index, case_index].astype(np.float32) / 255.0
@@ -39,3 +66,78 @@ def load_record(model_dir: str | Path, manifest: dict, region: str) -> TrainingR
     return TrainingRecord(region, history, epochs, probs, cases, entry.get("hyperparameters", {}),
                           entry.get("study_hyperparameters", {}), entry.get("training", {}),
                           entry.get("field_of_view"))
+
+
+def thin_snapshots(snapshots: np.ndarray, epochs: list[int], budget: int = SNAPSHOT_BUDGET_BYTES):
+    """Drop evenly spaced epochs (always keeping the first and last) until the compressed file fits."""
+    keep = list(range(len(epochs)))
+    while True:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, probs=snapshots[keep], epochs=np.array([epochs[k] for k in keep]))
+        if buf.tell() <= budget or len(keep) <= 2:
+            return keep, buf.getvalue()
+        keep = sorted(set(keep[::2]) | {keep[-1]})
+
+
+def write_snapshots(path: str | Path, snapshots: np.ndarray, epochs: list[int],
+                    case_ids: list[str]) -> None:
+    """Write a region's snapshot file within the budget (names of the panel's cases, no pixels)."""
+    keep, blob = thin_snapshots(snapshots, epochs)
+    with np.load(io.BytesIO(blob)) as z:
+        np.savez_compressed(path, probs=z["probs"], epochs=z["epochs"], case_ids=np.array(case_ids))
+
+
+def prepend_earlier_stage(out_dir: str | Path, region: str, init_weights: str | Path) -> bool:
+    """Make a fine-tuned region's record tell its whole story.
+
+    A model fine-tuned from an earlier run (``--init-weights``, e.g. 128 px then
+    256 px) would otherwise show only the fine-tuning epochs in training playback.
+    When the earlier run's model set (its manifest beside the weights file) has a
+    record for the region, its history is put in front, epochs renumbered, every
+    row tagged with its input size; its snapshots are resized to the new size and
+    put in front when the panel cases and field of view match; the earlier
+    stage's hyperparameters go to ``training.earlier_stages``. Returns whether
+    anything was prepended.
+    """
+    import cv2
+
+    out_dir, earlier_dir = Path(out_dir), Path(init_weights).parent
+    if not (earlier_dir / MANIFEST_NAME).is_file() or earlier_dir.resolve() == out_dir.resolve():
+        return False
+    earlier_manifest = json.loads((earlier_dir / MANIFEST_NAME).read_text())
+    earlier = load_record(earlier_dir, earlier_manifest, region)
+    current_manifest = json.loads((out_dir / MANIFEST_NAME).read_text())
+    entry = current_manifest["regions"][region]
+    if earlier is None or not earlier.history or entry["training"].get("earlier_stages"):
+        return False
+    old_entry = earlier_manifest["regions"][region]
+    old_size = int(old_entry.get("input_size", 0))
+    history = load_json(out_dir, entry["history"]) or []
+    offset = len(earlier.history)
+    merged = [{**row, "input_size": row.get("input_size", old_size)} for row in earlier.history]
+    merged += [{**row, "epoch": row["epoch"] + offset, "input_size": entry["input_size"]}
+               for row in history]
+    (out_dir / entry["history"]).write_text(json.dumps(merged, indent=1) + "\n")
+
+    with np.load(out_dir / entry["snapshots"]) as z:
+        probs, epochs, cases = z["probs"], list(z["epochs"] + offset), [str(c) for c in z["case_ids"]]
+    same_panel = (earlier.case_ids == cases
+                  and old_entry.get("field_of_view") == entry.get("field_of_view"))
+    if same_panel and len(earlier.snapshot_epochs):
+        size = probs.shape[-1]
+        old = np.array([[cv2.resize(p, (size, size), interpolation=cv2.INTER_LINEAR) for p in frame]
+                        for frame in earlier.snapshots], dtype=np.uint8)
+        probs = np.concatenate([old, probs])
+        epochs = [int(e) for e in earlier.snapshot_epochs] + epochs
+    write_snapshots(out_dir / entry["snapshots"], probs, epochs, cases)
+
+    stage = {"input_size": old_size, "epochs": offset,
+             "hyperparameters": old_entry.get("hyperparameters", {}),
+             "seconds": old_entry.get("training", {}).get("seconds"),
+             "weights_from": str(earlier_dir)}
+    training = dict(entry["training"])
+    training["earlier_stages"] = old_entry.get("training", {}).get("earlier_stages", []) + [stage]
+    training["epochs_run"] = offset + int(training.get("epochs_run", len(history)))
+    training["epoch_kept"] = offset + int(training.get("epoch_kept", len(history)))
+    update_region(out_dir, region, {"training": training})
+    return True

@@ -11,7 +11,6 @@ checkpoints are kept.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -26,15 +25,15 @@ import numpy as np
 from . import data as scr
 from .cli import open_dataset
 from .augment import AugmentConfig, augment_pair
-from .manifest import update_region
+from .manifest import read_manifest, update_region
 from .metrics import dice, jaccard
 from .model import build_unet, load_compact, predict_probabilities, save_compact
 from .preprocess import FieldOfView
+from .record import prepend_earlier_stage, write_snapshots
 from .regions import REGION_KEYS, get_region
 
 LOSSES = ("bce_jaccard", "bce_dice", "focal_jaccard", "focal_dice")
 OPTIMIZERS = ("sgd", "rmsprop", "adam")
-SNAPSHOT_BUDGET_BYTES = 5 * 1024 * 1024
 
 
 @dataclass
@@ -189,17 +188,6 @@ def panel_cases(val_ids: list[str], n: int) -> list[int]:
     return order[:n]
 
 
-def thin_snapshots(snapshots: np.ndarray, epochs: list[int], budget: int = SNAPSHOT_BUDGET_BYTES):
-    """Drop evenly spaced epochs (always keeping the first and last) until the compressed file fits."""
-    keep = list(range(len(epochs)))
-    while True:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, probs=snapshots[keep], epochs=np.array([epochs[k] for k in keep]))
-        if buf.tell() <= budget or len(keep) <= 2:
-            return keep, buf.getvalue()
-        keep = sorted(set(keep[::2]) | {keep[-1]})
-
-
 def fit_with_validation(cfg: TrainConfig, train_images: np.ndarray, train_masks: np.ndarray,
                         val_x: np.ndarray, val_masks: np.ndarray, on_epoch=None, verbose: int = 0):
     """Build, compile and fit one region model, validating after every epoch.
@@ -309,14 +297,11 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
 
     history_name = f"{cfg.region}_history.json"
     (out_dir / history_name).write_text(json.dumps(history, indent=1) + "\n")
-    keep, blob = thin_snapshots(np.stack(snapshots), snapshot_epochs)
     snapshot_name = f"{cfg.region}_snapshots.npz"
     # Case ids are stored (names, not pixels); the app overlays them on the
     # radiograph only when CXR_DATA_DIR provides that case.
-    buf = io.BytesIO(blob)
-    with np.load(buf) as z:
-        np.savez_compressed(out_dir / snapshot_name, probs=z["probs"], epochs=z["epochs"],
-                            case_ids=np.array([val_ids[i] for i in panel]))
+    write_snapshots(out_dir / snapshot_name, np.stack(snapshots), snapshot_epochs,
+                    [val_ids[i] for i in panel])
 
     entry = {
         "weights": weights_name,
@@ -343,6 +328,8 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
         "snapshots": snapshot_name,
     }
     update_region(out_dir, cfg.region, entry)
+    if cfg.init_weights and prepend_earlier_stage(out_dir, cfg.region, cfg.init_weights):
+        entry = read_manifest(out_dir)["regions"][cfg.region]
     return entry
 
 

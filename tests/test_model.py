@@ -76,3 +76,23 @@ def test_train_tool_writes_a_model_set(dataset, tmp_path, monkeypatch):
         assert z["probs"].dtype == np.uint8 and z["probs"].shape[:2] == (2, 4)
         assert z["case_ids"][0] == "JPCLN104"            # the study's monitor case leads the panel
     assert (out / entry["weights"]).stat().st_size < 26e6
+
+    # Stage 2: fine-tuned at a larger input from those weights. Playback must
+    # show the whole run: stage-1 epochs first, snapshots resized, sizes tagged.
+    from cxr_dash.record import load_record
+
+    fine = tmp_path / "fine"
+    rc = main(["--region", "right_clavicle", "--data", str(dataset.root), "--out", str(fine),
+               "--input-size", "96", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
+               "--max-train-cases", "6", "--max-val-cases", "6", "--quiet",
+               "--init-weights", str(out / entry["weights"])])
+    assert rc == 0
+    manifest = read_manifest(fine)
+    record = load_record(fine, manifest, "right_clavicle")
+    assert [(h["epoch"], h["input_size"]) for h in record.history] == [(1, 64), (2, 64), (3, 96)]
+    assert record.history[0]["loss"] == history[0]["loss"]
+    assert list(record.snapshot_epochs) == [1, 2, 3] and record.snapshots.shape[1:] == (4, 96, 96)
+    assert record.stage_starts() == [(3, 96)]
+    assert record.stages[0]["input_size"] == 64 and record.stages[0]["epochs"] == 2
+    assert "Epochs before 3: 64 px, rmsprop" in record.describe_stages()
+    assert record.training["epochs_run"] == 3 and record.training["epoch_kept"] == 3

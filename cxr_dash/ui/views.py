@@ -294,7 +294,7 @@ def playback(seg) -> None:
                       "(set CXR_DATA_DIR to overlay it on the radiograph)"
         left.image(rgb, caption=caption, width="stretch")
         with right:
-            _history_figure(record.history, epoch)
+            _history_figure(record.history, epoch, record.stage_starts())
     frame()
     hp, study = record.hyperparameters, record.study_hyperparameters
     rows = [{"setting": k, "used": str(hp.get(k)), "study": str(study.get(k, "—"))} for k in hp]
@@ -303,7 +303,7 @@ def playback(seg) -> None:
     if t:
         st.caption(f"Trained on fold **{t.get('fold')}** ({len(t.get('cases', []))} cases), "
                    f"{t.get('epochs_run', '?')} epochs, backend {t.get('backend', '?')} on "
-                   f"{t.get('device', '?')}. {t.get('note', '')}")
+                   f"{t.get('device', '?')}. {record.describe_stages()} {t.get('note', '')}")
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -317,7 +317,7 @@ def _monitor_case_rgb(case_id: str, size: int, field_of_view=None) -> np.ndarray
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def _history_figure(history: list[dict], epoch: int) -> None:
+def _history_figure(history: list[dict], epoch: int, stage_starts=()) -> None:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -332,6 +332,11 @@ def _history_figure(history: list[dict], epoch: int) -> None:
                   secondary_y=True)
     fig.add_trace(go.Scatter(x=ep, y=[h.get("val_dice") for h in history], name="validation Dice",
                              line=dict(dash="dot")), secondary_y=True)
+    for start, size in stage_starts:
+        # A new stage (e.g. fine-tuning at a higher input size) restarts the
+        # optimiser: the jump in loss there is the change of resolution.
+        fig.add_vline(x=start - 0.5, line_color="#888", line_dash="dot",
+                      annotation_text=f"{size} px", annotation_position="top left")
     fig.add_vline(x=epoch, line_color="grey", line_dash="dash")
     fig.update_layout(height=320, margin=dict(l=0, r=0, t=10, b=0),
                       legend=dict(orientation="h", y=-0.2))
