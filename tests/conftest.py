@@ -44,8 +44,9 @@ def make_random_model_set(folder: Path, input_size: int = 64, regions=REGION_KEY
         keras.utils.set_random_seed(i)
         model = build_unet(input_size)
         save_compact(model, folder / f"{region}.npz")
-        history = [{"epoch": e, "loss": 1.0 / e, "val_iou": 0.5 + 0.05 * e, "val_dice": 0.6 + 0.05 * e}
-                   for e in range(1, 4)]
+        # Two stages, as shipped: epochs 1-2 at half the size, then fine-tuning.
+        history = [{"epoch": e, "loss": 1.0 / e, "val_iou": 0.5 + 0.05 * e, "val_dice": 0.6 + 0.05 * e,
+                    "input_size": input_size if e == 3 else input_size // 2} for e in range(1, 4)]
         (folder / f"{region}_history.json").write_text(json.dumps(history))
         rng = np.random.default_rng(i)
         np.savez_compressed(folder / f"{region}_snapshots.npz",
@@ -58,7 +59,10 @@ def make_random_model_set(folder: Path, input_size: int = 64, regions=REGION_KEY
             **({"field_of_view": list(view)} if view else {}),
             "hyperparameters": {**get_region(region).study.as_dict(), "input_size": input_size},
             "study_hyperparameters": get_region(region).study.as_dict(),
-            "training": {"fold": "odd", "cases": list(training_cases), "note": "random weights (test)"},
+            "training": {"fold": "odd", "cases": list(training_cases), "note": "random weights (test)",
+                         "earlier_stages": [{"input_size": input_size // 2, "epochs": 2,
+                                             "hyperparameters": {"optimizer": "adam",
+                                                                 "learning_rate": 0.001}}]},
             "metrics": {}, "history": f"{region}_history.json",
             "snapshots": f"{region}_snapshots.npz"})
     return folder

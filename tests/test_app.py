@@ -54,6 +54,8 @@ def test_upload_a_real_case_and_render_every_view(app, data_dir):
         app.run()
         assert not app.exception, (view, app.exception)
         assert not app.error, (view, [e.value for e in app.error])
+        if view == "Training playback":      # the earlier stage of a fine-tuned model is named
+            assert any("Epochs before 3: 32 px, adam" in c.value for c in app.caption)
 
 
 def test_display_sliders_do_not_rerun_the_models(app, data_dir, tiny_model_set):

@@ -397,8 +397,10 @@ def model_card(seg) -> None:
         e = seg.entry(region)
         t, met = e.get("training", {}), e.get("metrics", {})
         held = met.get("heldout_1024", {})
+        # Input size per training stage: "128 → 256" for a fine-tuned model.
+        sizes = [s["input_size"] for s in t.get("earlier_stages", [])] + [e.get("input_size")]
         rows.append({
-            "region": REGIONS[region].display_name, "input": e.get("input_size"),
+            "region": REGIONS[region].display_name, "input px": " → ".join(map(str, sizes)),
             "field of view": seg.view(region).describe(),
             "optimizer": e.get("hyperparameters", {}).get("optimizer"),
             "lr": e.get("hyperparameters", {}).get("learning_rate"),
