@@ -34,10 +34,10 @@ class TrainingRecord:
         """(first epoch, input size) of every stage after the first, for the curves."""
         starts, previous = [], None
         for row in self.history:
-            size = row.get("input_size")
-            if previous is not None and size != previous:
-                starts.append((row["epoch"], size))
-            previous = size
+            stage = (row.get("stage"), row.get("input_size"))   # either changing starts a stage
+            if previous is not None and stage != previous:
+                starts.append((row["epoch"], row.get("input_size")))
+            previous = stage
         return starts
 
     def describe_stages(self) -> str:
@@ -96,7 +96,8 @@ def prepend_earlier_stage(out_dir: str | Path, region: str, init_weights: str | 
     record for the region, its history is put in front, epochs renumbered, every
     row tagged with its input size; its snapshots are resized to the new size and
     put in front when the panel cases and field of view match; the earlier
-    stage's hyperparameters go to ``training.earlier_stages``. Returns whether
+    stage's hyperparameters go to ``training.earlier_stages``. Rows carry their
+    stage number, so a run of three stages keeps all three. Returns whether
     anything was prepended.
     """
     import cv2
@@ -114,9 +115,11 @@ def prepend_earlier_stage(out_dir: str | Path, region: str, init_weights: str | 
     old_size = int(old_entry.get("input_size", 0))
     history = load_json(out_dir, entry["history"]) or []
     offset = len(earlier.history)
-    merged = [{**row, "input_size": row.get("input_size", old_size)} for row in earlier.history]
-    merged += [{**row, "epoch": row["epoch"] + offset, "input_size": entry["input_size"]}
-               for row in history]
+    merged = [{**row, "input_size": row.get("input_size", old_size),
+               "stage": row.get("stage", len(earlier.stages) + 1)} for row in earlier.history]
+    stage_number = merged[-1]["stage"] + 1
+    merged += [{**row, "epoch": row["epoch"] + offset, "input_size": entry["input_size"],
+                "stage": stage_number} for row in history]
     (out_dir / entry["history"]).write_text(json.dumps(merged, indent=1) + "\n")
 
     with np.load(out_dir / entry["snapshots"]) as z:
@@ -131,7 +134,8 @@ def prepend_earlier_stage(out_dir: str | Path, region: str, init_weights: str | 
         epochs = [int(e) for e in earlier.snapshot_epochs] + epochs
     write_snapshots(out_dir / entry["snapshots"], probs, epochs, cases)
 
-    stage = {"input_size": old_size, "epochs": offset,
+    earlier_epochs = offset - sum(s["epochs"] for s in earlier.stages)
+    stage = {"input_size": old_size, "epochs": earlier_epochs,
              "hyperparameters": old_entry.get("hyperparameters", {}),
              "seconds": old_entry.get("training", {}).get("seconds"),
              "weights_from": str(earlier_dir)}
