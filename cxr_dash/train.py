@@ -64,6 +64,7 @@ class TrainConfig:
     # registry's default for the region; "full": the whole image.
     field_of_view: list[float] | str | None = None
     note: str = ""
+    keep_float: bool = False            # also write float32 weights (for re-export; not for weights/)
 
     def resolved(self) -> "TrainConfig":
         study = get_region(self.region).study
@@ -288,6 +289,8 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
     # Compact export, and proof that the int8 model agrees with the float one.
     weights_name = f"{cfg.region}.npz"
     size_bytes = save_compact(model, out_dir / weights_name)
+    if cfg.keep_float:
+        np.savez(out_dir / f"{cfg.region}.float.npz", *model.get_weights())
     probs_float = predict_probabilities(model, val_x)
     compact = build_unet(cfg.input_size)
     load_compact(compact, out_dir / weights_name)
@@ -368,6 +371,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="start from these compact weights (.npz of an earlier run; any input size)")
     p.add_argument("--from-trial", default=None,
                    help="JSON of a tuning study's best trial (python -m cxr_dash.tune --export-best)")
+    p.add_argument("--keep-float", action="store_true",
+                   help="also write REGION.float.npz, the float32 weights (~98 MB), to re-export "
+                        "or study quantisation; keep it out of weights/")
     p.add_argument("--note", default="")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
@@ -391,7 +397,8 @@ def config_from_args(args, region: str) -> TrainConfig:
         steps_per_epoch=args.steps_per_epoch, max_train_cases=args.max_train_cases,
         max_val_cases=args.max_val_cases, seed=args.seed,
         encoder_weights=args.encoder_weights, init_weights=args.init_weights,
-        field_of_view=view_argument(args.field_of_view), note=args.note)
+        field_of_view=view_argument(args.field_of_view), note=args.note,
+        keep_float=args.keep_float)
     if args.from_trial:
         trial = json.loads(Path(args.from_trial).read_text())
         params = trial.get("params", trial)

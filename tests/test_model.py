@@ -11,12 +11,23 @@ from cxr_dash.model import build_unet, dequantise, load_compact, predict_probabi
 def test_quantisation_is_per_channel_and_close():
     rng = np.random.default_rng(0)
     w = rng.normal(size=(3, 3, 64, 64)).astype(np.float32) * np.linspace(0.01, 2, 64)
+    w[1, 1] *= 20          # a dominant centre tap must not coarsen the other positions
     arrays = quantise([w])
-    assert arrays["q0"].dtype == np.int8
+    assert arrays["q0"].dtype == np.int8 and arrays["s0"].shape == (9, 64)
     back = dequantise(arrays, 1)[0]
-    # Per-channel scales keep the error relative to each channel's range.
-    rel = np.abs(back - w).max(axis=(0, 1, 2)) / np.abs(w).max(axis=(0, 1, 2))
+    # One scale per kernel position and output channel: the error stays
+    # relative to that position's range, also where the centre tap is 20x larger.
+    rel = np.abs(back - w).max(axis=2) / np.abs(w).max(axis=2)
     assert 0 < rel.max() <= 0.5 / 127 + 1e-6
+
+
+def test_version_1_files_with_one_scale_per_output_channel_still_load():
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=(3, 3, 64, 64)).astype(np.float32)
+    scale = np.abs(w.reshape(-1, 64)).max(axis=0) / 127
+    q = np.round(w / scale).astype(np.int8)
+    back = dequantise({"q0": q, "s0": scale.astype(np.float32)}, 1)[0]
+    assert np.abs(back - w).max() <= scale.max() / 2 + 1e-6
 
 
 def test_smallest_kernels_stay_float():
