@@ -27,7 +27,7 @@ from .cli import open_dataset
 from .augment import AugmentConfig, augment_pair
 from .manifest import read_manifest, update_region
 from .metrics import dice, jaccard
-from .model import build_unet, load_compact, predict_probabilities, save_compact
+from .model import COMPACT_FORMAT, build_unet, load_compact, predict_probabilities, save_compact
 from .preprocess import FieldOfView
 from .record import prepend_earlier_stage, write_snapshots
 from .regions import REGION_KEYS, get_region
@@ -309,6 +309,7 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
     entry = {
         "weights": weights_name,
         "weights_bytes": size_bytes,
+        "weights_format": COMPACT_FORMAT,
         "input_size": cfg.input_size,
         "field_of_view": cfg.field_of_view,
         "hyperparameters": cfg.hyperparameters(),
