@@ -81,11 +81,17 @@ def test_train_tool_writes_a_model_set(dataset, tmp_path, monkeypatch):
     from cxr_dash.train import main
 
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+
+    def train_tiny(out, size, epochs, *extra):
+        """The right clavicle on 6 real cases, a few steps: the tool end to end."""
+        rc = main(["--region", "right_clavicle", "--data", str(dataset.root), "--out", str(out),
+                   "--input-size", str(size), "--epochs", str(epochs), "--steps-per-epoch", "2",
+                   "--batch-size", "2", "--max-train-cases", "6", "--max-val-cases", "6", "--quiet",
+                   *extra])
+        assert rc == 0
+
     out = tmp_path / "set"
-    rc = main(["--region", "right_clavicle", "--data", str(dataset.root), "--out", str(out),
-               "--input-size", "64", "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "2",
-               "--max-train-cases", "6", "--max-val-cases", "6", "--quiet"])
-    assert rc == 0
+    train_tiny(out, 64, 2)
     entry = read_manifest(out)["regions"]["right_clavicle"]
     assert entry["hyperparameters"]["optimizer"] == "rmsprop"            # the study's default
     assert entry["hyperparameters"]["learning_rate"] == pytest.approx(0.00035)
@@ -105,11 +111,7 @@ def test_train_tool_writes_a_model_set(dataset, tmp_path, monkeypatch):
     from cxr_dash.record import load_record
 
     fine = tmp_path / "fine"
-    rc = main(["--region", "right_clavicle", "--data", str(dataset.root), "--out", str(fine),
-               "--input-size", "96", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
-               "--max-train-cases", "6", "--max-val-cases", "6", "--quiet",
-               "--init-weights", str(out / entry["weights"])])
-    assert rc == 0
+    train_tiny(fine, 96, 1, "--init-weights", str(out / entry["weights"]))
     manifest = read_manifest(fine)
     record = load_record(fine, manifest, "right_clavicle")
     assert [(h["epoch"], h["input_size"]) for h in record.history] == [(1, 64), (2, 64), (3, 96)]
@@ -122,11 +124,7 @@ def test_train_tool_writes_a_model_set(dataset, tmp_path, monkeypatch):
 
     # Stage 3 at the same size (e.g. a low-rate polish): still its own stage.
     third = tmp_path / "third"
-    rc = main(["--region", "right_clavicle", "--data", str(dataset.root), "--out", str(third),
-               "--input-size", "96", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
-               "--max-train-cases", "6", "--max-val-cases", "6", "--quiet",
-               "--init-weights", str(fine / entry["weights"])])
-    assert rc == 0
+    train_tiny(third, 96, 1, "--init-weights", str(fine / entry["weights"]))
     record = load_record(third, read_manifest(third), "right_clavicle")
     assert [h["stage"] for h in record.history] == [1, 1, 2, 3]
     assert record.stage_starts() == [(3, 96), (4, 96)]
