@@ -6,12 +6,11 @@ PyTorch or TensorFlow and the app loads the result on TensorFlow.
 Compact format (``.npz``): convolution kernels as int8 with one float32 scale
 per kernel position and output channel (v2; v1 files, one scale per output
 channel, still load), other kernels per output channel; biases, batch-norm
-statistics and the smallest kernels stay float32. Symmetric quantisation at
-this granularity keeps mask agreement with the float model above 0.995 IoU
-even for thin clavicles at 256 px, where one scale per output channel fell
-to 0.96 (measured on a right-clavicle model's 94 validation cases). A ResNet34 U-Net (24.5 M
-parameters) drops from 98 MB to about 25 MB, so five of them fit the 130 MB
-budget.
+statistics and the smallest kernels stay float32. At this granularity masks
+agree with the float model's above 0.995 IoU even for thin clavicles at
+256 px, where one scale per output channel fell to 0.96 (a right-clavicle
+model's 94 validation cases). A ResNet34 U-Net (24.5 M parameters) drops
+from 98 MB to about 25 MB, so five of them fit the 130 MB budget.
 """
 from __future__ import annotations
 
@@ -79,7 +78,8 @@ def load_encoder_weights(model, path: str | os.PathLike) -> int:
 # and the last decoder convolutions and head (they place the boundary pixel by
 # pixel). They are 0.2% of the parameters (+0.1 MB per model) but most of the
 # int8 disagreement on thin clavicles: mask IoU against the float model went
-# from 0.993 to 0.998 on a 256 px clavicle model when they were kept.
+# from 0.993 to 0.998 when they were kept (256 px clavicle model, weights
+# jittered within their int8 step as the float stand-in).
 FLOAT_KERNEL_MAX_SIZE = 16_384
 
 
@@ -87,21 +87,17 @@ def quantise(weights: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Symmetric int8 for kernels of at least ``FLOAT_KERNEL_MAX_SIZE`` values,
     float32 otherwise. Convolution kernels (kh, kw, in, out) get one scale per
     kernel position and output channel, stored as (kh * kw, out); other kernels
-    one per output channel."""
+    one per output channel, stored as (1, out)."""
     arrays: dict[str, np.ndarray] = {}
     for i, w in enumerate(weights):
         w = np.asarray(w, dtype=np.float32)
         if w.ndim >= 2 and w.size >= FLOAT_KERNEL_MAX_SIZE:
-            if w.ndim == 4:
-                grouped = w.reshape(-1, w.shape[2], w.shape[3])      # (kh*kw, in, out)
-                scale = np.abs(grouped).max(axis=1) / 127.0           # (kh*kw, out)
-                scale[scale == 0] = 1.0
-                q = np.round(grouped / scale[:, None, :])
-            else:
-                flat = w.reshape(-1, w.shape[-1])                     # output channels last
-                scale = np.abs(flat).max(axis=0) / 127.0
-                scale[scale == 0] = 1.0
-                q = np.round(flat / scale)
+            # (groups, in, out): a convolution's kernel positions are the groups.
+            groups = w.shape[0] * w.shape[1] if w.ndim == 4 else 1
+            grouped = w.reshape(groups, -1, w.shape[-1])
+            scale = np.abs(grouped).max(axis=1) / 127.0                # (groups, out)
+            scale[scale == 0] = 1.0
+            q = np.round(grouped / scale[:, None, :])
             arrays[f"q{i}"] = np.clip(q, -127, 127).astype(np.int8).reshape(w.shape)
             arrays[f"s{i}"] = scale.astype(np.float32)
         else:

@@ -140,7 +140,7 @@ def prepend_earlier_stage(out_dir: str | Path, region: str, init_weights: str | 
              "seconds": old_entry.get("training", {}).get("seconds"),
              "weights_from": str(earlier_dir)}
     training = dict(entry["training"])
-    training["earlier_stages"] = old_entry.get("training", {}).get("earlier_stages", []) + [stage]
+    training["earlier_stages"] = earlier.stages + [stage]
     training["epochs_run"] = offset + int(training.get("epochs_run", len(history)))
     training["epoch_kept"] = offset + int(training.get("epoch_kept", len(history)))
     update_region(out_dir, region, {"training": training})

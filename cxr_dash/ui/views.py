@@ -251,11 +251,9 @@ def explain_view(ctx: Context) -> None:
 
 
 def playback(seg) -> None:
-    from cxr_dash.record import load_record
-
     region = st.selectbox("Region", list(seg.regions), key="pb_region",
                           format_func=lambda r: REGIONS[r].display_name)
-    record = load_record(seg.model_dir, seg.manifest, region)
+    record = _training_record(str(seg.model_dir), region, seg)
     if record is None or not len(record.snapshot_epochs):
         st.info("This model set has no training snapshots for this region.")
         return
@@ -304,6 +302,15 @@ def playback(seg) -> None:
         st.caption(f"Trained on fold **{t.get('fold')}** ({len(t.get('cases', []))} cases), "
                    f"{t.get('epochs_run', '?')} epochs, backend {t.get('backend', '?')} on "
                    f"{t.get('device', '?')}. {record.describe_stages()} {t.get('note', '')}")
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _training_record(model_key: str, region: str, _seg):
+    """A region's history and snapshots (up to 5 MB compressed), read once per
+    model set: the epoch slider and play/pause rerun the view many times."""
+    from cxr_dash.record import load_record
+
+    return load_record(_seg.model_dir, _seg.manifest, region)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
