@@ -62,3 +62,17 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     img = np.clip(img, 0.0, 1.0) ** rng.uniform(*cfg.gamma)
     img = (img - 0.5) * rng.uniform(*cfg.contrast) + 0.5 + rng.uniform(-cfg.brightness, cfg.brightness)
     return np.clip(img, 0.0, 1.0).astype(np.float32), (msk > 0.5).astype(np.uint8)
+
+
+def augmented_copies(images: np.ndarray, copies: int, seed: int = 0,
+                     cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
+    """(N, S, S) images in [0, 1] -> (N * copies, S, S, 3) float32 freshly augmented
+    model inputs, as one training epoch sees them (used to re-estimate batch-norm
+    statistics on the distribution the weights were trained on)."""
+    rng = np.random.default_rng(seed)
+    empty = np.zeros(images.shape[1:3], np.uint8)
+    out = np.empty((len(images) * copies,) + images.shape[1:3] + (3,), np.float32)
+    for k in range(copies):
+        for i, image in enumerate(images):
+            out[k * len(images) + i] = augment_pair(image.astype(np.float32), empty, rng, cfg)[0][..., None]
+    return out

@@ -24,6 +24,7 @@ from .cli import open_dataset, progress_bar
 from .inference import Segmenter, to_mask
 from .manifest import update_region
 from .metrics import all_metrics, dice, jaccard, summarise
+from .regions import get_region
 
 METRIC_KEYS = ("jaccard", "dice", "mean_contour_distance_mm", "hd95_mm")
 
@@ -73,7 +74,6 @@ def summarise_rows(rows: dict[str, list[dict]]) -> dict[str, dict]:
 
 
 def markdown_table(summary: dict[str, dict], title: str = "") -> str:
-    from .regions import get_region
 
     lines = [f"### {title}", ""] if title else []
     lines += ["| region | Jaccard | Dice | mean contour dist. (mm) | HD95 (mm) | Jaccard, no post-proc. | n |",
@@ -96,6 +96,8 @@ def parse_args(argv=None):
     p.add_argument("--data", default=None, help="SCR data folder (default: $CXR_DATA_DIR)")
     p.add_argument("--cases", default="heldout", choices=("heldout", "odd", "even", "all"),
                    help="heldout: every case the region's model was not trained on")
+    p.add_argument("--region", nargs="+", default=None,
+                   help="evaluate only these regions (default: every region of the set)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--tta", choices=("set", "on", "off"), default="set",
@@ -114,12 +116,16 @@ def main(argv=None) -> int:
     folds = scr.split_folds(available)
     t0 = time.time()
     tta = {"set": None, "on": True, "off": False}[args.tta]
+    chosen_regions = None if args.region is None else {get_region(r).key for r in args.region}
+
+    def regions_of(seg: Segmenter) -> list[str]:
+        return [r for r in seg.regions if chosen_regions is None or r in chosen_regions]
     if args.twofold:
         rows: dict[str, list[dict]] = {}
         for model_dir, test_fold in zip(args.twofold, ("even", "odd")):
             seg = Segmenter(model_dir)
             cases = folds[test_fold][: args.limit or None]
-            part = evaluate_segmenter(seg, dataset, {r: cases for r in seg.regions},
+            part = evaluate_segmenter(seg, dataset, {r: cases for r in regions_of(seg)},
                                       args.threshold, progress_bar, tta)
             used_tta = seg.default_tta if tta is None else tta
             for r, rs in part.items():
@@ -130,10 +136,11 @@ def main(argv=None) -> int:
         model_dir = args.models or str(Path(__file__).resolve().parent.parent / "weights")
         seg = Segmenter(model_dir)
         if args.cases == "heldout":
-            cases_by_region = {r: heldout_cases(seg, r, available)[: args.limit or None] for r in seg.regions}
+            cases_by_region = {r: heldout_cases(seg, r, available)[: args.limit or None]
+                               for r in regions_of(seg)}
         else:
             chosen = available if args.cases == "all" else folds[args.cases]
-            cases_by_region = {r: chosen[: args.limit or None] for r in seg.regions}
+            cases_by_region = {r: chosen[: args.limit or None] for r in regions_of(seg)}
         rows = evaluate_segmenter(seg, dataset, cases_by_region, args.threshold, progress_bar, tta)
         used_tta = seg.default_tta if tta is None else tta
         protocol = f"cases: {args.cases}"

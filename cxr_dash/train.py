@@ -24,10 +24,11 @@ import numpy as np
 
 from . import data as scr
 from .cli import open_dataset
-from .augment import AugmentConfig, augment_pair
+from .augment import AugmentConfig, augment_pair, augmented_copies
 from .manifest import read_manifest, update_region
 from .metrics import dice, jaccard
-from .model import COMPACT_FORMAT, build_unet, load_compact, predict_probabilities, save_compact
+from .model import (COMPACT_FORMAT, build_unet, load_compact, predict_probabilities,
+                    recalibrate_batch_norm, save_compact)
 from .preprocess import FieldOfView
 from .record import prepend_earlier_stage, write_snapshots
 from .regions import REGION_KEYS, get_region
@@ -65,6 +66,7 @@ class TrainConfig:
     field_of_view: list[float] | str | None = None
     note: str = ""
     keep_float: bool = False            # also write float32 weights (for re-export; not for weights/)
+    recalibrate_bn: bool = True         # re-estimate batch-norm statistics on the training cases
 
     def resolved(self) -> "TrainConfig":
         study = get_region(self.region).study
@@ -285,6 +287,16 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
     if cfg.restore_best and best["weights"] is not None:
         model.set_weights(best["weights"])
     final_epoch = best["epoch"] if cfg.restore_best else len(history)
+    recalibration = None
+    if cfg.recalibrate_bn and history:
+        # The moving statistics lag the weights on short runs (see
+        # recalibrate_batch_norm); re-estimate them on an epoch's worth of
+        # augmented training cases, the distribution the weights were trained on.
+        before = mask_scores(predict_probabilities(model, val_x), val_masks)[0]
+        recalibrate_batch_norm(model, augmented_copies(tr["images"], cfg.augment_copies,
+                                                       cfg.seed + 1, cfg.augment))
+        recalibration = {"cases": len(train_ids), "augmented_copies": cfg.augment_copies,
+                         "validation_iou_before": before}
 
     # Compact export, and proof that the int8 model agrees with the float one.
     weights_name = f"{cfg.region}.npz"
@@ -324,6 +336,7 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
             "augment": cfg.augment.as_dict(), "seed": cfg.seed, "note": cfg.note,
             "encoder_weights": "imagenet (local file)" if cfg.encoder_weights else None,
             "init_weights": cfg.init_weights,
+            "batch_norm_recalibration": recalibration and {**recalibration, "validation_iou_after": val_iou},
         },
         "metrics": {"validation_at_input_size": {"jaccard": val_iou, "dice": val_dice,
                                                  "cases": len(val_ids)},
@@ -375,6 +388,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--keep-float", action="store_true",
                    help="also write REGION.float.npz, the float32 weights (~98 MB), to re-export "
                         "or study quantisation; keep it out of weights/")
+    p.add_argument("--no-bn-recalibration", action="store_true",
+                   help="keep the batch-norm statistics training ended with instead of "
+                        "re-estimating them on the training cases")
     p.add_argument("--note", default="")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
@@ -399,7 +415,7 @@ def config_from_args(args, region: str) -> TrainConfig:
         max_val_cases=args.max_val_cases, seed=args.seed,
         encoder_weights=args.encoder_weights, init_weights=args.init_weights,
         field_of_view=view_argument(args.field_of_view), note=args.note,
-        keep_float=args.keep_float)
+        keep_float=args.keep_float, recalibrate_bn=not args.no_bn_recalibration)
     if args.from_trial:
         trial = json.loads(Path(args.from_trial).read_text())
         params = trial.get("params", trial)

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from cxr_dash.data import pack
-from cxr_dash.model import build_unet, dequantise, load_compact, predict_probabilities, quantise, save_compact
+from cxr_dash.model import (batch_norm_statistics, build_unet, dequantise, load_compact,
+                            predict_probabilities, quantise, recalibrate_batch_norm, save_compact,
+                            store_batch_norm_statistics)
 
 
 def test_quantisation_is_per_channel_and_close():
@@ -58,6 +60,58 @@ def test_compact_loader_rejects_other_files(tmp_path):
         load_compact(build_unet(64), tmp_path / "bad.npz")
 
 
+def _batch_norm_layers(model):
+    import keras
+
+    return [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+
+
+def test_batch_norm_recalibration_replaces_stale_statistics():
+    model = build_unet(64)
+    layers = _batch_norm_layers(model)
+    for layer in layers:                       # statistics that fit nothing
+        layer.moving_mean.assign(np.full(layer.moving_mean.shape, 3.0, np.float32))
+        layer.moving_variance.assign(np.full(layer.moving_variance.shape, 50.0, np.float32))
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 64, 64, 3), dtype=np.float32) * np.array([1.0, 0.5, 0.2], np.float32)
+
+    assert recalibrate_batch_norm(model, x, batch_size=3) == len(layers) > 40
+    # Nothing before the first layer is batch-normalised, so its moving mean is
+    # the average of the two batches' means: its input's channel means over all 6.
+    import keras
+
+    first = layers[0]
+    first_input = np.asarray(keras.Model(model.inputs, first.input)(x, training=False))
+    np.testing.assert_allclose(np.asarray(first.moving_mean), first_input.mean(axis=(0, 1, 2)),
+                               rtol=1e-4, atol=1e-5)
+    assert all(layer.momentum == 0.99 for layer in layers)     # restored
+
+    # One batch: inference with the estimated statistics is training mode on that batch.
+    recalibrate_batch_norm(model, x, batch_size=6)
+    np.testing.assert_allclose(np.asarray(model(x, training=False)), np.asarray(model(x, training=True)),
+                               atol=1e-4)
+
+
+def test_recalibrated_statistics_are_stored_without_touching_the_kernels(tmp_path):
+    model = build_unet(64)
+    path = tmp_path / "m.npz"
+    save_compact(model, path)
+    with np.load(path) as z:
+        before = {k: z[k] for k in z.files}
+    recalibrate_batch_norm(model, np.random.default_rng(1).random((4, 64, 64, 3), dtype=np.float32))
+    store_batch_norm_statistics(model, path)
+    with np.load(path) as z:
+        after = {k: z[k] for k in z.files}
+    assert before.keys() == after.keys()
+    assert all(np.array_equal(before[k], after[k]) for k in before if k.startswith(("q", "s")))
+    stats = batch_norm_statistics(model)
+    assert all(np.array_equal(after[f"f{i}"], v) for i, v in stats.items())
+    assert not all(np.array_equal(before[f"f{i}"], v) for i, v in stats.items())
+    loaded = build_unet(64)
+    load_compact(loaded, path)
+    assert all(np.array_equal(batch_norm_statistics(loaded)[i], v) for i, v in stats.items())
+
+
 def test_a_few_steps_on_real_cases_lower_the_loss(dataset, tmp_path, monkeypatch):
     import keras
 
@@ -105,6 +159,26 @@ def test_train_tool_writes_a_model_set(dataset, tmp_path, monkeypatch):
         assert z["probs"].dtype == np.uint8 and z["probs"].shape[:2] == (2, 4)
         assert z["case_ids"][0] == "JPCLN104"            # the study's monitor case leads the panel
     assert (out / entry["weights"]).stat().st_size < 26e6
+    recalibration = entry["training"]["batch_norm_recalibration"]
+    assert recalibration["cases"] == 6 and 0 <= recalibration["validation_iou_before"] <= 1
+    assert recalibration["validation_iou_after"] == entry["metrics"]["validation_at_input_size"]["jaccard"]
+
+    # The same for a set trained before: re-estimated in place, kernels kept.
+    from cxr_dash.recalibrate import main as recalibrate_main
+
+    redo = tmp_path / "redo"
+    train_tiny(redo, 64, 1, "--no-bn-recalibration")
+    assert read_manifest(redo)["regions"]["right_clavicle"]["training"]["batch_norm_recalibration"] is None
+    with np.load(redo / entry["weights"]) as z:
+        kernels = {k: z[k] for k in z.files if k.startswith("q")}
+    assert recalibrate_main(["--models", str(redo), "--region", "right_clavicle",
+                             "--data", str(dataset.root)]) == 0
+    redone = read_manifest(redo)["regions"]["right_clavicle"]
+    assert redone["training"]["batch_norm_recalibration"]["applied_after_training"]
+    assert redone["metrics"]["validation_at_input_size"]["jaccard"] == \
+        redone["training"]["batch_norm_recalibration"]["validation_iou_after"]
+    with np.load(redo / entry["weights"]) as z:
+        assert all(np.array_equal(z[k], v) for k, v in kernels.items())
 
     # Stage 2: fine-tuned at a larger input from those weights. Playback must
     # show the whole run: stage-1 epochs first, snapshots resized, sizes tagged.

@@ -302,6 +302,12 @@ def playback(seg) -> None:
         st.caption(f"Trained on fold **{t.get('fold')}** ({len(t.get('cases', []))} cases), "
                    f"{t.get('epochs_run', '?')} epochs, backend {t.get('backend', '?')} on "
                    f"{t.get('device', '?')}. {record.describe_stages()} {t.get('note', '')}")
+        recal = t.get("batch_norm_recalibration")
+        if recal and recal.get("validation_iou_after") is not None:
+            st.caption("After the last epoch, batch-norm statistics were re-estimated on "
+                       f"{recal.get('cases')} training cases (augmented): validation IoU "
+                       f"{recal['validation_iou_before']:.3f} → {recal['validation_iou_after']:.3f}. "
+                       "The curves and snapshots show the model as it was during training.")
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
