@@ -165,3 +165,8 @@ def pack(dataset: SCRDataset, case_ids, size: int, regions=REGION_KEYS,
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **out)
     return out
+
+
+def model_inputs(images: np.ndarray) -> np.ndarray:
+    """Packed (N, S, S) images -> (N, S, S, 3) float32, the models' input."""
+    return np.repeat(np.asarray(images, np.float32)[..., None], 3, axis=3)

@@ -74,7 +74,6 @@ def summarise_rows(rows: dict[str, list[dict]]) -> dict[str, dict]:
 
 
 def markdown_table(summary: dict[str, dict], title: str = "") -> str:
-
     lines = [f"### {title}", ""] if title else []
     lines += ["| region | Jaccard | Dice | mean contour dist. (mm) | HD95 (mm) | Jaccard, no post-proc. | n |",
               "| --- | --- | --- | --- | --- | --- | --- |"]

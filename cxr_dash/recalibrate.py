@@ -5,10 +5,10 @@ For sets trained before the training tool did this itself (it now does, at
 the end of every run). Weights stay as they are; only each batch-norm
 layer's moving mean and variance are recomputed on the region's training
 cases (from the manifest), augmented as in training, so nothing is learned
-from the validation cases. The region's validation IoU at input size is measured before and
-after and stored in the manifest with the recalibration; held-out figures
-of an earlier evaluation are dropped (re-run ``python -m cxr_dash.evaluate
---update-manifest``).
+from the validation cases. The region's validation IoU at input size is
+measured before and after and stored in the manifest with the
+recalibration; held-out figures of an earlier evaluation are dropped
+(re-run ``python -m cxr_dash.evaluate --update-manifest``).
 """
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ import argparse
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 from . import data as scr
 from .augment import AugmentConfig, augmented_copies
@@ -51,14 +49,14 @@ def recalibrate_region(model_dir: str | Path, region: str, dataset: scr.SCRDatas
     model = build_unet(size)
     load_compact(model, model_dir / entry["weights"])
 
+    held_out = bool(val_ids) and not training.get("validation_is_training")
+    if held_out:
+        va = scr.pack(dataset, val_ids, size, view=view)
+        val_x, val_masks = scr.model_inputs(va["images"]), va["masks"][:, region_index].astype(bool)
+
     def validation_scores():
         """(IoU, Dice) at input size on the validation cases; None without held-out cases."""
-        if not val_ids or training.get("validation_is_training"):
-            return None
-        va = scr.pack(dataset, val_ids, size, view=view)
-        val_x = np.repeat(va["images"].astype(np.float32)[..., None], 3, axis=3)
-        return mask_scores(predict_probabilities(model, val_x),
-                           va["masks"][:, region_index].astype(bool))
+        return mask_scores(predict_probabilities(model, val_x), val_masks) if held_out else None
 
     t0 = time.time()
     before = validation_scores()

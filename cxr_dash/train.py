@@ -260,7 +260,7 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
     region_index = REGION_KEYS.index(cfg.region)
     tr = scr.pack(dataset, train_ids, cfg.input_size, view=cfg.view)
     va = scr.pack(dataset, val_ids, cfg.input_size, view=cfg.view)
-    val_x = np.repeat(va["images"].astype(np.float32)[..., None], 3, axis=3)
+    val_x = scr.model_inputs(va["images"])
     val_masks = va["masks"][:, region_index].astype(bool)
 
     panel = panel_cases(val_ids, cfg.snapshot_cases)

@@ -97,7 +97,7 @@ def make_objective(region: str, dataset: scr.SCRDataset, args, packs: dict):
                               steps_per_epoch=args.steps_per_epoch, seed=args.seed + k).resolved()
             tx, ty = arrays(train_ids)
             vx, vy = arrays(val_ids)
-            vx = np.repeat(vx.astype(np.float32)[..., None], 3, axis=3)
+            vx = scr.model_inputs(vx)
             best = {"iou": 0.0}
 
             def on_epoch(epoch, row, probs, model, k=k):
