@@ -67,6 +67,12 @@ class TrainConfig:
     note: str = ""
     keep_float: bool = False            # also write float32 weights (for re-export; not for weights/)
     recalibrate_bn: bool = True         # re-estimate batch-norm statistics on the training cases
+    # ... also before every validation, so that the learning curve (early
+    # stopping, best epoch, tuning's pruning) measures the weights, not the
+    # lag of the moving statistics: a 384 px stage validated at IoU 0.51 in its
+    # third epoch with the statistics training had left, and at 0.87 after its
+    # last epoch once they were re-estimated.
+    recalibrate_bn_each_epoch: bool = False
 
     def resolved(self) -> "TrainConfig":
         study = get_region(self.region).study
@@ -217,6 +223,10 @@ def fit_with_validation(cfg: TrainConfig, train_images: np.ndarray, train_masks:
             self.started = time.time()
 
         def on_epoch_end(self, epoch, logs=None):
+            if cfg.recalibrate_bn_each_epoch:
+                # One augmented copy per case: cheap, and the distribution trained on.
+                recalibrate_batch_norm(self.model, augmented_copies(
+                    train_images, 1, cfg.seed + 1000 + epoch, cfg.augment))
             probs = predict_probabilities(self.model, val_x)
             iou, dsc = mask_scores(probs, val_masks)
             lr = self.model.optimizer.learning_rate
@@ -391,6 +401,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-bn-recalibration", action="store_true",
                    help="keep the batch-norm statistics training ended with instead of "
                         "re-estimating them on the training cases")
+    p.add_argument("--recalibrate-bn-each-epoch", action="store_true",
+                   help="also re-estimate them before every validation (one augmented copy of the "
+                        "training cases; ~+25%% time per epoch): the validation curve, early "
+                        "stopping and the best epoch then judge the weights, not stale statistics")
     p.add_argument("--note", default="")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
@@ -415,7 +429,8 @@ def config_from_args(args, region: str) -> TrainConfig:
         max_val_cases=args.max_val_cases, seed=args.seed,
         encoder_weights=args.encoder_weights, init_weights=args.init_weights,
         field_of_view=view_argument(args.field_of_view), note=args.note,
-        keep_float=args.keep_float, recalibrate_bn=not args.no_bn_recalibration)
+        keep_float=args.keep_float, recalibrate_bn=not args.no_bn_recalibration,
+        recalibrate_bn_each_epoch=args.recalibrate_bn_each_epoch)
     if args.from_trial:
         trial = json.loads(Path(args.from_trial).read_text())
         params = trial.get("params", trial)

@@ -94,7 +94,8 @@ def make_objective(region: str, dataset: scr.SCRDataset, args, packs: dict):
                               epochs=params["epochs"], optimizer=params["optimizer"],
                               learning_rate=params["learning_rate"], batch_size=params["batch_size"],
                               loss=params["loss"], augment_copies=args.augment_copies,
-                              steps_per_epoch=args.steps_per_epoch, seed=args.seed + k).resolved()
+                              steps_per_epoch=args.steps_per_epoch, seed=args.seed + k,
+                              recalibrate_bn_each_epoch=not args.no_bn_recalibration).resolved()
             tx, ty = arrays(train_ids)
             vx, vy = arrays(val_ids)
             vx = scr.model_inputs(vx)
@@ -184,6 +185,11 @@ def parse_args(argv=None):
     p.add_argument("--timeout", type=float, default=None, help="seconds for this session")
     p.add_argument("--prune-after", type=int, default=3,
                    help="epochs of the first fold before a trial may be pruned")
+    p.add_argument("--no-bn-recalibration", action="store_true",
+                   help="score trials with the batch-norm statistics training left (by default "
+                        "they are re-estimated before every validation: short trials otherwise "
+                        "score the lag of the moving statistics, ~100 steps of memory, more than "
+                        "their weights)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 

@@ -204,3 +204,39 @@ def test_train_tool_writes_a_model_set(dataset, tmp_path, monkeypatch):
     assert record.stage_starts() == [(3, 96), (4, 96)]
     assert [(s["input_size"], s["epochs"]) for s in record.stages] == [(64, 2), (96, 1)]
     assert list(record.snapshot_epochs) == [1, 2, 3, 4]
+
+
+def test_statistics_re_estimated_before_every_validation_when_asked(dataset, tmp_path, monkeypatch):
+    """The learning curve must judge the weights: with recalibrate_bn_each_epoch
+    every validation pass runs right after a re-estimation on augmented training
+    cases (one copy each); without it, none does."""
+    import cxr_dash.train as train
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path))
+    arrays = pack(dataset, dataset.folds()["odd"][:4], 32)
+    images, masks = arrays["images"], arrays["masks"][:, 0]
+    val_x = np.repeat(images.astype(np.float32)[..., None], 3, axis=3)
+    calls = []
+    real_recalibrate, real_predict = train.recalibrate_batch_norm, train.predict_probabilities
+
+    def spy_recalibrate(model, x, *a, **k):
+        calls.append(("recalibrate", len(x)))
+        before = batch_norm_statistics(model)
+        out = real_recalibrate(model, x, *a, **k)
+        assert any(not np.array_equal(v, batch_norm_statistics(model)[i]) for i, v in before.items())
+        return out
+
+    def spy_predict(model, x, *a, **k):
+        calls.append(("validate", len(x)))
+        return real_predict(model, x, *a, **k)
+
+    monkeypatch.setattr(train, "recalibrate_batch_norm", spy_recalibrate)
+    monkeypatch.setattr(train, "predict_probabilities", spy_predict)
+    for each_epoch, expected in ((True, [("recalibrate", 4), ("validate", 4)] * 2),
+                                 (False, [("validate", 4)] * 2)):
+        calls.clear()
+        cfg = train.TrainConfig(region="heart", input_size=32, epochs=2, optimizer="adam",
+                                learning_rate=1e-3, batch_size=2, augment_copies=1,
+                                steps_per_epoch=1, recalibrate_bn_each_epoch=each_epoch).resolved()
+        _, history = train.fit_with_validation(cfg, images, masks, val_x, masks.astype(bool))
+        assert calls == expected and len(history) == 2

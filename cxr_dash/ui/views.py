@@ -219,7 +219,10 @@ def explain_view(ctx: Context) -> None:
     patch = o1.slider("Patch (model pixels)", 4, size // 2, d_patch, 2,
                       help=f"The model sees {size} x {size} ({view.describe()}); one model pixel "
                            f"is {(y1 - y0) / size:.1f} image pixels here.")
-    stride = o2.slider("Stride", 2, size // 4, d_stride, 1)
+    stride = o2.slider("Stride", 2, size // 4, d_stride, 1,
+                       help="Default: 1/16 of the input side, wider for inputs above 256 px "
+                            "so that a run costs about what it costs at 256 px (~20 s on 2 "
+                            "cores); a smaller stride gives a finer map for more time.")
     baseline = o3.selectbox("Baseline", ["black (0)", "mean grey", "blur", "white (1)"])
     base_value = {"black (0)": 0.0, "mean grey": "mean", "blur": "blur", "white (1)": 1.0}[baseline]
     okey = ("occ", ctx.model_key, ctx.image.key, region, patch, stride, base_value,
