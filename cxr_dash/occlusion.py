@@ -49,10 +49,14 @@ def default_patch_and_stride(size: int) -> tuple[int, int]:
     larger than 256 px until the passes fit ``DEFAULT_WORK_PIXELS``."""
     patch = max(2, int(round(size * DEFAULT_PATCH_FRACTION)))
     stride = max(1, int(round(size * DEFAULT_STRIDE_FRACTION)))
-    while stride < patch and (len(_positions(size, patch, stride)) ** 2 + 1) * size * size \
-            > DEFAULT_WORK_PIXELS:
+    while stride < patch and occlusion_passes(size, patch, stride) * size * size > DEFAULT_WORK_PIXELS:
         stride += 1
     return patch, stride
+
+
+def occlusion_passes(size: int, patch: int, stride: int) -> int:
+    """Model passes of one run: every patch position, plus the unoccluded image."""
+    return len(_positions(size, patch, stride)) ** 2 + 1
 
 
 def _positions(size: int, patch: int, stride: int) -> list[int]:

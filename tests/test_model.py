@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from cxr_dash.data import pack
+from cxr_dash.data import model_inputs, pack
 from cxr_dash.model import (batch_norm_statistics, build_unet, dequantise, load_compact,
                             predict_probabilities, quantise, recalibrate_batch_norm, save_compact,
                             store_batch_norm_statistics)
@@ -120,7 +120,7 @@ def test_a_few_steps_on_real_cases_lower_the_loss(dataset, tmp_path, monkeypatch
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path))
     keras.utils.set_random_seed(0)
     arrays = pack(dataset, dataset.folds()["odd"][:4], 64)
-    x = np.repeat(arrays["images"].astype(np.float32)[..., None], 3, axis=3)
+    x = model_inputs(arrays["images"])
     y = arrays["masks"][:, 2, ..., None].astype(np.float32)   # left lung
     model = build_unet(64)
     model.compile(keras.optimizers.Adam(1e-3), loss=make_loss("bce_jaccard"))
@@ -215,7 +215,7 @@ def test_statistics_re_estimated_before_every_validation_when_asked(dataset, tmp
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path))
     arrays = pack(dataset, dataset.folds()["odd"][:4], 32)
     images, masks = arrays["images"], arrays["masks"][:, 0]
-    val_x = np.repeat(images.astype(np.float32)[..., None], 3, axis=3)
+    val_x = model_inputs(images)
     calls = []
     real_recalibrate, real_predict = train.recalibrate_batch_norm, train.predict_probabilities
 

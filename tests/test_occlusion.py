@@ -1,7 +1,7 @@
 """Occlusion sensitivity on a predictor whose answer is known, and its defaults."""
 import numpy as np
 
-from cxr_dash.occlusion import (DEFAULT_WORK_PIXELS, _positions, default_patch_and_stride,
+from cxr_dash.occlusion import (DEFAULT_WORK_PIXELS, default_patch_and_stride, occlusion_passes,
                                 occlusion_sensitivity)
 
 
@@ -14,6 +14,7 @@ def test_sensitivity_lies_on_the_object_the_model_segments():
     x[20:36, 24:40] = 0.9
     result = occlusion_sensitivity(bright_object, x, baseline=0.0)
     assert result.patch == 8 and result.stride == 4 and result.evaluations == 226
+    assert result.evaluations == occlusion_passes(64, 8, 4)
     assert result.base_score == 1.0
     assert result.sensitivity[28, 32] > 0.1          # hiding the object's centre costs score
     assert np.all(result.sensitivity[:10] == 0)       # patches that never touch it cost nothing
@@ -25,7 +26,7 @@ def test_default_work_stays_that_of_256_px_on_larger_inputs():
     assert default_patch_and_stride(256) == (32, 16)
     for size in (320, 384):
         patch, stride = default_patch_and_stride(size)
-        passes = len(_positions(size, patch, stride)) ** 2 + 1
+        passes = occlusion_passes(size, patch, stride)
         assert patch == size // 8 and stride < patch                 # patches still overlap
         assert DEFAULT_WORK_PIXELS / 2 < passes * size * size <= DEFAULT_WORK_PIXELS
     assert default_patch_and_stride(512) == (64, 64)                   # never gaps between patches
