@@ -41,7 +41,7 @@ def main() -> None:
         st.error(problem)
         st.stop()
     view = st.sidebar.radio("View", list(IMAGE_VIEWS) + list(MODEL_VIEWS), key="view")
-    choose_input()
+    image = choose_input()
     tta = views.inference_settings(seg)
     settings = views.display_settings(seg.regions)
     if (message := state.pop_error()) is not None:
@@ -50,7 +50,6 @@ def main() -> None:
     if view in MODEL_VIEWS:
         MODEL_VIEWS[view](seg)
         return
-    image = state.current()
     if image is None:
         st.info("Upload a frontal chest radiograph (PNG, JPEG, 16-bit PNG, DICOM or JSRT .IMG) "
                 "in the sidebar" + (", or pick a dataset case." if state.dataset() else "."))
@@ -59,7 +58,7 @@ def main() -> None:
     IMAGE_VIEWS[view](ctx)
 
 
-def choose_input() -> None:
+def choose_input() -> state.CurrentImage | None:
     """Sidebar: an upload, or a case of CXR_DATA_DIR (with its ground truth)."""
     ds = state.dataset()
     sources = ["Upload"] + (["Dataset case"] if ds else [])
@@ -78,6 +77,8 @@ def choose_input() -> None:
     if (image := state.current()) is not None:
         st.sidebar.caption(f"Current: **{image.name}** ({image.original_shape[1]} x "
                            f"{image.original_shape[0]})" + "".join(f" · {n}" for n in image.notes))
+        image = views.pixel_spacing_input(image)
+    return image
 
 
 def build_context(seg, image, settings, tta: bool) -> views.Context:

@@ -117,6 +117,21 @@ def test_huge_upload_is_refused(app):
     assert any("too large" in e.value for e in app.error)
 
 
+def test_entered_pixel_spacing_turns_areas_into_square_centimetres(app, data_dir):
+    upload(app, "JPCLN034.png", real_png(data_dir), "image/png")   # a PNG does not record it
+    in_pixels = app.dataframe[0].value
+    assert "area_px" in in_pixels.columns and "area_cm2" not in in_pixels.columns
+    spacing = app.sidebar.number_input[0]
+    assert spacing.label.startswith("Pixel spacing")
+    spacing.set_value(0.35).run()
+    assert not app.exception, app.exception
+    in_cm2 = app.dataframe[0].value
+    # 1024 px upload: the working resolution is the original, 0.35 mm per pixel
+    expected = [round(px * 0.35 ** 2 / 100, 2) for px in in_pixels["area_px"]]
+    assert list(in_cm2["area_cm2"]) == pytest.approx(expected, abs=0.01)
+    assert any(a > 0 for a in expected)
+
+
 def test_sixteen_bit_png_upload(app, data_dir):
     img = np.asarray(Image.open(io.BytesIO(real_png(data_dir))), np.uint16) * 257
     buf = io.BytesIO()

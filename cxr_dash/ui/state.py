@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -112,13 +112,21 @@ def masks_for(model_key: str, image_key: str, threshold: float, largest_only: bo
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def measurements_for(model_key: str, image_key: str, threshold: float, _probs, _masks, _spacing,
-                     _truth) -> list[dict]:
+def measurements_for(model_key: str, image_key: str, threshold: float, spacing_mm: float | None,
+                     _probs, _masks, _truth) -> list[dict]:
     """Areas, confidence and (with ground truth) contour distances: distance
-    transforms at 1024 px, so computed once per threshold, not per slider move."""
+    transforms at 1024 px, so computed once per threshold and pixel spacing,
+    not per slider move."""
     from cxr_dash.report import region_measurements
 
-    return region_measurements(_probs, _masks, _spacing, _truth)
+    return region_measurements(_probs, _masks, spacing_mm, _truth)
+
+
+def with_pixel_spacing(image: CurrentImage, original_spacing_mm: float) -> CurrentImage:
+    """The image with a pixel spacing given for its original resolution (for
+    files that carry none), converted to the working resolution."""
+    scale = image.original_shape[0] / image.pixels.shape[0]
+    return replace(image, spacing_mm=original_spacing_mm * scale)
 
 
 def remember_error(message: str) -> None:

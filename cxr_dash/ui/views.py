@@ -40,7 +40,7 @@ class Context:
 
     def measurements(self) -> list[dict]:
         return state.measurements_for(self.results_key, self.image.key, self.settings.threshold,
-                                      self.probs, self.masks, self.image.spacing_mm, self.image.truth)
+                                      self.image.spacing_mm, self.probs, self.masks, self.image.truth)
 
 
 def colour_chip(region: str) -> str:
@@ -48,6 +48,19 @@ def colour_chip(region: str) -> str:
     return (f"<span style='display:inline-block;width:0.9em;height:0.9em;border-radius:2px;"
             f"background:{r.hex_colour};margin-right:0.4em;vertical-align:middle'></span>"
             f"{r.display_name}")
+
+
+def pixel_spacing_input(image: state.CurrentImage) -> state.CurrentImage:
+    """Sidebar: a pixel spacing for an upload whose file carries none (PNG, JPEG),
+    so areas come out in cm²; DICOM, JSRT .IMG and dataset cases keep their own."""
+    if image.spacing_mm:
+        return image
+    mm = st.sidebar.number_input(
+        "Pixel spacing (mm), if known", min_value=0.0, max_value=5.0, value=0.0, step=0.005,
+        format="%.3f", key=f"spacing_{image.key}",
+        help="PNG and JPEG files do not record the pixel size. JSRT at 2048 px: 0.175 mm; "
+             "the SCR PNGs at 1024 px: 0.35 mm. 0: unknown, areas in pixels.")
+    return state.with_pixel_spacing(image, mm) if mm > 0 else image
 
 
 def inference_settings(seg) -> bool:
@@ -79,6 +92,20 @@ def _truth_outlines(ctx: Context, rgb: np.ndarray, visible) -> np.ndarray:
     return rgb
 
 
+# Readable headers and fixed decimals for the measurement keys of ``Context.measurements``.
+_MEASUREMENT_COLUMNS = {
+    "name": st.column_config.TextColumn("Region"),
+    "area_cm2": st.column_config.NumberColumn("Area (cm²)", format="%.1f"),
+    "area_px": st.column_config.NumberColumn("Area (px)", format="%d"),
+    "mean_confidence": st.column_config.NumberColumn(
+        "Mean confidence", format="%.3f", help="Mean probability inside the mask"),
+    "jaccard": st.column_config.NumberColumn("Jaccard", format="%.3f"),
+    "dice": st.column_config.NumberColumn("Dice", format="%.3f"),
+    "mean_contour_distance_mm": st.column_config.NumberColumn(
+        "Contour dist. (mm)", format="%.2f", help="Mean distance between predicted and true outlines"),
+}
+
+
 def overview(ctx: Context) -> None:
     s = ctx.settings
     visible = [r for r in ctx.regions if r in s.visible]
@@ -96,9 +123,11 @@ def overview(ctx: Context) -> None:
         cols = ["name", "area_cm2" if ctx.image.spacing_mm else "area_px", "mean_confidence"]
         if ctx.image.truth:
             cols += ["jaccard", "dice", "mean_contour_distance_mm"]
-        st.dataframe([{k: r.get(k) for k in cols} for r in rows], hide_index=True)
+        st.dataframe([{k: r.get(k) for k in cols} for r in rows], hide_index=True,
+                     column_config={k: _MEASUREMENT_COLUMNS[k] for k in cols})
         if not ctx.image.spacing_mm:
-            st.caption("Pixel spacing unknown for this file: areas in pixels.")
+            st.caption("Pixel spacing unknown for this file: areas in pixels "
+                       "(enter it in the sidebar if you know it).")
 
 
 def _probability_figure(prob: np.ndarray, region: str, max_side: int = 192):
