@@ -26,6 +26,11 @@ SCR_MASK_SPACING_MM = 0.35   # SCR masks are 1024 x 1024 at 0.35 mm
 FOLDS = ("odd", "even")
 MONITOR_CASE = "JPCLN104"    # the study's training-progression case
 SHOWCASE_CASE = "JPCLN034"   # the study's results case
+# What a training run may train on: one SCR fold (validated on the other), every
+# case, or the odd fold plus half of the even one (validated on the other half).
+TRAINING_SPLITS = ("odd", "even", "all", "odd+half-even")
+SPLIT_DESCRIPTIONS = {"odd": "the odd fold", "even": "the even fold", "all": "every case",
+                      "odd+half-even": "the odd fold and half of the even fold"}
 
 
 def data_dir_from_env() -> Path | None:
@@ -54,6 +59,30 @@ def split_folds(case_ids) -> dict[str, list[str]]:
 
 def other_fold(fold: str) -> str:
     return {"odd": "even", "even": "odd"}[fold]
+
+
+def training_split(case_ids, split: str) -> tuple[list[str], list[str]]:
+    """(training cases, validation cases) of a training split (``TRAINING_SPLITS``).
+
+    ``odd+half-even`` adds every other even case (sorted; the first, third, ...)
+    to the odd fold and holds out the rest, so that a model can learn from more
+    cases and still be measured on cases it never saw. The study's showcase and
+    monitor cases (JPCLN034, JPCLN104) always stay on the held-out side, so the
+    app's showcase is never a training case. ``all`` validates on its own
+    training cases (nothing is held out).
+    """
+    folds = split_folds(case_ids)
+    if split in FOLDS:
+        return list(folds[split]), list(folds[other_fold(split)])
+    if split == "all":
+        every = sorted(folds["odd"] + folds["even"])
+        return every, list(every)
+    if split == "odd+half-even":
+        kept_out = {SHOWCASE_CASE, MONITOR_CASE}
+        added = [c for c in folds["even"][0::2] if c.upper() not in kept_out]
+        held_out = [c for c in folds["even"] if c not in set(added)]
+        return sorted(folds["odd"] + added), held_out
+    raise ValueError(f"unknown training split {split!r}: one of {', '.join(TRAINING_SPLITS)}")
 
 
 @dataclass

@@ -22,15 +22,16 @@ import cv2
 from . import data as scr
 from .cli import open_dataset, progress_bar
 from .inference import Segmenter, to_mask
-from .manifest import update_region
+from .manifest import read_manifest, update_region
 from .metrics import all_metrics, dice, jaccard, summarise
 from .regions import get_region
 
 METRIC_KEYS = ("jaccard", "dice", "mean_contour_distance_mm", "hd95_mm")
 
 
-def heldout_cases(seg: Segmenter, region: str, available: list[str]) -> list[str]:
-    trained = set(seg.entry(region).get("training", {}).get("cases", []))
+def heldout_cases(entry: dict, available: list[str]) -> list[str]:
+    """The available cases a region's model (its manifest entry) was not trained on."""
+    trained = set(entry.get("training", {}).get("cases", []))
     return [c for c in available if c not in trained]
 
 
@@ -95,6 +96,9 @@ def parse_args(argv=None):
     p.add_argument("--data", default=None, help="SCR data folder (default: $CXR_DATA_DIR)")
     p.add_argument("--cases", default="heldout", choices=("heldout", "odd", "even", "all"),
                    help="heldout: every case the region's model was not trained on")
+    p.add_argument("--heldout-of", default=None, metavar="MODEL_DIR",
+                   help="score on the cases another model set's region models held out "
+                        "(compares two sets case for case; overrides --cases)")
     p.add_argument("--region", nargs="+", default=None,
                    help="evaluate only these regions (default: every region of the set)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases")
@@ -134,15 +138,20 @@ def main(argv=None) -> int:
     else:
         model_dir = args.models or str(Path(__file__).resolve().parent.parent / "weights")
         seg = Segmenter(model_dir)
-        if args.cases == "heldout":
-            cases_by_region = {r: heldout_cases(seg, r, available)[: args.limit or None]
+        if args.heldout_of:
+            other = read_manifest(args.heldout_of)["regions"]
+            cases_by_region = {r: heldout_cases(other[r], available)[: args.limit or None]
+                               for r in regions_of(seg) if r in other}
+        elif args.cases == "heldout":
+            cases_by_region = {r: heldout_cases(seg.entry(r), available)[: args.limit or None]
                                for r in regions_of(seg)}
         else:
             chosen = available if args.cases == "all" else folds[args.cases]
             cases_by_region = {r: chosen[: args.limit or None] for r in regions_of(seg)}
         rows = evaluate_segmenter(seg, dataset, cases_by_region, args.threshold, progress_bar, tta)
         used_tta = seg.default_tta if tta is None else tta
-        protocol = f"cases: {args.cases}"
+        protocol = (f"cases held out by {args.heldout_of}" if args.heldout_of
+                    else f"cases: {args.cases}")
         model_dirs = [model_dir]
     summary = summarise_rows(rows)
     out = Path(args.out)

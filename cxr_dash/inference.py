@@ -99,6 +99,11 @@ class Segmenter:
     def entry(self, region: str) -> dict:
         return self.manifest["regions"][region]
 
+    def regions_trained_on(self, case_id: str) -> list[str]:
+        """Regions whose model saw this case in training: their scores on it are not held out."""
+        return [r for r in self.regions
+                if case_id.upper() in self.entry(r).get("training", {}).get("cases", [])]
+
     def prepare(self, image, region: str) -> np.ndarray:
         """The model input of ``region`` for this image: (S, S, 3) float32."""
         return prepare_input(as_grayscale(image), self.input_size(region), self.view(region))

@@ -95,7 +95,8 @@ def prepend_earlier_stage(out_dir: str | Path, region: str, init_weights: str | 
     When the earlier run's model set (its manifest beside the weights file) has a
     record for the region, its history is put in front, epochs renumbered, every
     row tagged with its input size; its snapshots are resized to the new size and
-    put in front when the panel cases and field of view match; the earlier
+    put in front when the field of view matches (for the panel cases both
+    runs share); the earlier
     stage's hyperparameters go to ``training.earlier_stages``. Rows carry their
     stage number, so a run of three stages keeps all three. Returns whether
     anything was prepended.
@@ -124,14 +125,18 @@ def prepend_earlier_stage(out_dir: str | Path, region: str, init_weights: str | 
 
     with np.load(out_dir / entry["snapshots"]) as z:
         probs, epochs, cases = z["probs"], list(z["epochs"] + offset), [str(c) for c in z["case_ids"]]
-    same_panel = (earlier.case_ids == cases
-                  and old_entry.get("field_of_view") == entry.get("field_of_view"))
-    if same_panel and len(earlier.snapshot_epochs):
+    # A stage that validates on other cases (another training split) keeps the panel
+    # cases both stages share, so playback still runs from the first epoch.
+    shared = [c for c in cases if c in earlier.case_ids]
+    same_view = old_entry.get("field_of_view") == entry.get("field_of_view")
+    if same_view and shared and len(earlier.snapshot_epochs):
         size = probs.shape[-1]
+        old_frames = earlier.snapshots[:, [earlier.case_ids.index(c) for c in shared]]
         old = np.array([[cv2.resize(p, (size, size), interpolation=cv2.INTER_LINEAR) for p in frame]
-                        for frame in earlier.snapshots], dtype=np.uint8)
-        probs = np.concatenate([old, probs])
+                        for frame in old_frames], dtype=np.uint8)
+        probs = np.concatenate([old, probs[:, [cases.index(c) for c in shared]]])
         epochs = [int(e) for e in earlier.snapshot_epochs] + epochs
+        cases = shared
     write_snapshots(out_dir / entry["snapshots"], probs, epochs, cases)
 
     earlier_epochs = offset - sum(s["epochs"] for s in earlier.stages)

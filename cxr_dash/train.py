@@ -40,7 +40,7 @@ OPTIMIZERS = ("sgd", "rmsprop", "adam")
 @dataclass
 class TrainConfig:
     region: str
-    fold: str = "odd"                  # train on this fold; "all" trains on every case
+    fold: str = "odd"                  # a training split: scr.TRAINING_SPLITS
     input_size: int = 256
     epochs: int = 50
     optimizer: str | None = None       # None: the registry's (study's) value
@@ -253,14 +253,7 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    folds = dataset.folds()
-    if cfg.fold == "all":
-        train_ids = folds["odd"] + folds["even"]
-        val_ids = list(train_ids)           # no held-out cases: monitor on training cases
-    elif cfg.fold in scr.FOLDS:
-        train_ids, val_ids = folds[cfg.fold], folds[scr.other_fold(cfg.fold)]
-    else:
-        raise ValueError("fold must be odd, even or all")
+    train_ids, val_ids = scr.training_split(dataset.cases_with_masks(), cfg.fold)
     train_ids = sorted(train_ids)[: cfg.max_train_cases or None]
     val_ids = sorted(val_ids)
     if cfg.max_val_cases:
@@ -366,8 +359,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--region", default="all", help=f"one of {', '.join(REGION_KEYS)}, or all")
     p.add_argument("--data", default=None, help="SCR data folder (default: $CXR_DATA_DIR)")
     p.add_argument("--out", default="runs/latest", help="model-set folder to write (e.g. weights)")
-    p.add_argument("--fold", default="odd", choices=("odd", "even", "all"),
-                   help="train on this fold and validate on the other; all: every case")
+    p.add_argument("--fold", default="odd", choices=scr.TRAINING_SPLITS,
+                   help="train on this fold and validate on the other; all: every case; "
+                        "odd+half-even: the odd fold and every other even case, validated "
+                        "on the remaining even cases")
     p.add_argument("--input-size", type=int, default=256)
     p.add_argument("--field-of-view", nargs="+", default=None, metavar="F",
                    help="part of the image the model sees: TOP BOTTOM LEFT RIGHT as fractions, "

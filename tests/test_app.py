@@ -149,6 +149,24 @@ def test_dataset_case_is_scored_against_ground_truth(app, data_dir):
     assert any(m.label == "Jaccard" for m in app.metric)
 
 
+def test_a_training_case_is_flagged_where_its_scores_are_shown(tmp_path, monkeypatch, data_dir):
+    from tests.conftest import make_random_model_set
+
+    models = make_random_model_set(tmp_path / "set", 64, regions=("heart", "left_lung"),
+                                   training_cases=("JPCLN034",))
+    monkeypatch.setenv("CXR_MODEL_DIR", str(models))
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    at.sidebar.radio(key="source").set_value("Dataset case").run()
+    at.sidebar.radio(key="view").set_value("Compare regions").run()
+    assert not at.exception, at.exception
+    flagged = [c.value for c in at.caption if "is a training case" in c.value]
+    assert flagged == ["JPCLN034 is a training case of the heart, left lung models: scores "
+                       "against its ground truth show fit, not generalisation."]
+    at.sidebar.selectbox(key="case").set_value("JPCLN002").run()
+    assert not at.exception and not [c for c in at.caption if "is a training case" in c.value]
+    assert any(m.label == "Jaccard" for m in at.metric)
+
+
 def test_position_view_runs_the_tests_on_the_current_image(app, data_dir):
     upload(app, "JPCLN034.png", real_png(data_dir), "image/png")
     app.sidebar.radio(key="view").set_value("Position or anatomy?").run()

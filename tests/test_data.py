@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_dash.data import SCRDataset, case_fold, pack, split_folds
+from cxr_dash.data import SCRDataset, case_fold, pack, split_folds, training_split
 from cxr_dash.regions import REGION_KEYS
 
 
@@ -20,6 +20,23 @@ def test_real_split_follows_parity_and_covers_every_case(dataset):
     assert len(cases) == 200 and sorted(folds["odd"] + folds["even"]) == cases
     assert all(int(c[-3:]) % 2 == 1 for c in folds["odd"])
     assert all(int(c[-3:]) % 2 == 0 for c in folds["even"])
+
+
+def test_training_splits_never_validate_on_a_training_case(dataset):
+    cases = dataset.cases_with_masks()
+    for split in ("odd", "even", "odd+half-even"):
+        train, held_out = training_split(cases, split)
+        assert not set(train) & set(held_out) and sorted(train + held_out) == cases
+    train, held_out = training_split(cases, "odd+half-even")
+    assert (len(train), len(held_out)) == (152, 48)
+    assert set(split_folds(cases)["odd"]) < set(train)
+    assert all(case_fold(c) == "even" for c in held_out)
+    # The study's showcase and monitor cases stay held out.
+    assert {"JPCLN034", "JPCLN104"} <= set(held_out)
+    every, validated = training_split(cases, "all")
+    assert every == validated == cases
+    with pytest.raises(ValueError, match="unknown training split"):
+        training_split(cases, "odd+even")
 
 
 def test_real_case_orientation_and_masks(dataset):

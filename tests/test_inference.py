@@ -52,6 +52,20 @@ def test_evaluate_tool_on_real_cases(tiny_model_set, dataset, tmp_path):
     assert all(0 <= r["jaccard"] <= 1 for r in rows)
     assert "| Heart |" in (out / "evaluation.md").read_text()
 
+    # Case for case against another set: score on the cases that set held out.
+    other = tmp_path / "other"
+    other.mkdir()
+    manifest = json.loads((tiny_model_set / "manifest.json").read_text())
+    kept_out = ["JPCLN004", "JPCNN010"]
+    manifest["regions"]["heart"]["training"] = {
+        "cases": [c for c in dataset.cases_with_masks() if c not in kept_out]}
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["--models", str(tiny_model_set), "--data", str(dataset.root), "--heldout-of",
+                 str(other), "--region", "heart", "--out", str(out)]) == 0
+    result = json.loads((out / "evaluation.json").read_text())
+    assert [r["case"] for r in result["per_case"]["heart"]] == kept_out
+    assert result["protocol"] == f"cases held out by {other}"
+
 
 def test_a_region_with_a_field_of_view_predicts_inside_it_only(tiny_model_set):
     from cxr_dash.regions import REGIONS

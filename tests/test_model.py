@@ -205,6 +205,17 @@ def test_train_tool_writes_a_model_set(dataset, tmp_path, monkeypatch):
     assert [(s["input_size"], s["epochs"]) for s in record.stages] == [(64, 2), (96, 1)]
     assert list(record.snapshot_epochs) == [1, 2, 3, 4]
 
+    # Stage 4 on another training split validates on other cases: playback keeps
+    # the panel cases both splits share, from the first epoch on.
+    wider = tmp_path / "wider"
+    train_tiny(wider, 96, 1, "--fold", "odd+half-even", "--init-weights", str(third / entry["weights"]))
+    record = load_record(wider, read_manifest(wider), "right_clavicle")
+    training = record.training
+    assert training["fold"] == "odd+half-even" and "JPCLN002" in training["cases"]
+    assert not set(training["cases"]) & set(training["validation_cases"])
+    assert record.case_ids == ["JPCLN104", "JPCLN034", "JPCLN004"]
+    assert list(record.snapshot_epochs) == [1, 2, 3, 4, 5] and record.snapshots.shape[1] == 3
+
 
 def test_statistics_re_estimated_before_every_validation_when_asked(dataset, tmp_path, monkeypatch):
     """The learning curve must judge the weights: with recalibrate_bn_each_epoch

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
+from cxr_dash.data import SPLIT_DESCRIPTIONS
 from cxr_dash.regions import REGIONS
 from cxr_dash.render import colormap, display_rgb, outline_box, overlay_heatmap, overlay_masks
 from cxr_dash.report import mask_png, masks_npz, masks_zip, png_bytes, rows_csv, rows_json
@@ -151,6 +152,12 @@ def compare_regions(ctx: Context) -> None:
                "area and mean confidence inside the mask" +
                ("; against the ground truth: Jaccard, Dice, mean contour distance."
                 if ctx.image.truth else "."))
+    trained = ctx.seg.regions_trained_on(ctx.image.case_id) if ctx.image.case_id else []
+    if trained:
+        st.caption(f"{ctx.image.case_id} is a training case of the "
+                   + ", ".join(REGIONS[r].display_name.lower() for r in trained)
+                   + " model" + ("s" if len(trained) > 1 else "")
+                   + ": scores against its ground truth show fit, not generalisation.")
     partial = [r for r in ctx.regions if not ctx.seg.view(r).is_full]
     if partial:
         st.caption("Dashed box: the part of the image a model sees — " + "; ".join(
@@ -331,7 +338,9 @@ def playback(seg) -> None:
     st.dataframe(rows, hide_index=True)
     t = record.training
     if t:
-        st.caption(f"Trained on fold **{t.get('fold')}** ({len(t.get('cases', []))} cases), "
+        split = SPLIT_DESCRIPTIONS.get(t.get("fold"), f"fold {t.get('fold')}")
+        st.caption(f"Trained on **{split}** ({len(t.get('cases', []))} cases; "
+                   f"{len(t.get('validation_cases', []))} validation cases), "
                    f"{t.get('epochs_run', '?')} epochs, backend {t.get('backend', '?')} on "
                    f"{t.get('device', '?')}. {record.describe_stages()} {t.get('note', '')}")
         recal = t.get("batch_norm_recalibration")
@@ -452,6 +461,7 @@ def model_card(seg) -> None:
             "batch": e.get("hyperparameters", {}).get("batch_size"),
             "fold": t.get("fold"), "train cases": len(t.get("cases", [])),
             "epochs": t.get("epochs_run"), "device": t.get("device"),
+            "held-out cases": held.get("n"),
             "held-out Jaccard (1024)": held.get("jaccard", {}).get("mean"),
             "held-out Dice": held.get("dice", {}).get("mean"),
             "MCD mm": held.get("mean_contour_distance_mm", {}).get("mean"),
