@@ -28,9 +28,9 @@ MONITOR_CASE = "JPCLN104"    # the study's training-progression case
 SHOWCASE_CASE = "JPCLN034"   # the study's results case
 # What a training run may train on: one SCR fold (validated on the other), every
 # case, or the odd fold plus half of the even one (validated on the other half).
-TRAINING_SPLITS = ("odd", "even", "all", "odd+half-even")
 SPLIT_DESCRIPTIONS = {"odd": "the odd fold", "even": "the even fold", "all": "every case",
                       "odd+half-even": "the odd fold and half of the even fold"}
+TRAINING_SPLITS = tuple(SPLIT_DESCRIPTIONS)
 
 
 def data_dir_from_env() -> Path | None:

@@ -22,7 +22,7 @@ import cv2
 from . import data as scr
 from .cli import open_dataset, progress_bar
 from .inference import Segmenter, to_mask
-from .manifest import read_manifest, update_region
+from .manifest import read_manifest, training_cases, update_region
 from .metrics import all_metrics, dice, jaccard, summarise
 from .regions import get_region
 
@@ -31,7 +31,7 @@ METRIC_KEYS = ("jaccard", "dice", "mean_contour_distance_mm", "hd95_mm")
 
 def heldout_cases(entry: dict, available: list[str]) -> list[str]:
     """The available cases a region's model (its manifest entry) was not trained on."""
-    trained = set(entry.get("training", {}).get("cases", []))
+    trained = training_cases(entry)
     return [c for c in available if c not in trained]
 
 

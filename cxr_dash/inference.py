@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from .errors import ModelSetError
-from .manifest import DEFAULT_MODEL_DIR, read_manifest
+from .manifest import DEFAULT_MODEL_DIR, read_manifest, training_cases
 from .metrics import fill_holes, largest_component
 from .preprocess import FieldOfView, prepare_input, resize_mask, upsample_probability
 from .regions import REGION_KEYS
@@ -99,10 +99,12 @@ class Segmenter:
     def entry(self, region: str) -> dict:
         return self.manifest["regions"][region]
 
+    def training_cases(self, region: str) -> set[str]:
+        return training_cases(self.entry(region))
+
     def regions_trained_on(self, case_id: str) -> list[str]:
         """Regions whose model saw this case in training: their scores on it are not held out."""
-        return [r for r in self.regions
-                if case_id.upper() in self.entry(r).get("training", {}).get("cases", [])]
+        return [r for r in self.regions if case_id.upper() in self.training_cases(r)]
 
     def prepare(self, image, region: str) -> np.ndarray:
         """The model input of ``region`` for this image: (S, S, 3) float32."""

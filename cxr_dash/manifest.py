@@ -72,6 +72,11 @@ def update_region(model_dir: str | os.PathLike, region: str, entry: dict,
     return manifest
 
 
+def training_cases(entry: dict) -> set[str]:
+    """The cases a region's model (its manifest entry) was trained on."""
+    return set(entry.get("training", {}).get("cases", []))
+
+
 def load_json(model_dir, name: str | None):
     if not name:
         return None

@@ -403,9 +403,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     dataset = open_dataset(args.data)
     seg = load_segmenter(args.models, args.regions)
-    trained = set()
-    for r in seg.regions:
-        trained |= set(seg.entry(r).get("training", {}).get("cases", []))
+    trained = set().union(*(seg.training_cases(r) for r in seg.regions))
     cases = [c for c in dataset.cases_with_masks() if c not in trained][: args.cases]
 
     result = dataset_report(seg, dataset, cases, seg.regions, args.occlusion_cases, progress_bar)
