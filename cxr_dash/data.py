@@ -85,6 +85,22 @@ def training_split(case_ids, split: str) -> tuple[list[str], list[str]]:
     raise ValueError(f"unknown training split {split!r}: one of {', '.join(TRAINING_SPLITS)}")
 
 
+def describe_validation(training_cases, validation_cases) -> str:
+    """How a run was validated, in words: a run on ``all`` validates on its own
+    training cases, and its validation figures then measure fit, not
+    generalisation; the caption must say so rather than count them as held out."""
+    training = set(training_cases)
+    held_out = [c for c in validation_cases if c not in training]
+    seen = len(validation_cases) - len(held_out)
+    if not validation_cases:
+        return "no validation cases"
+    if not held_out:
+        return f"validated on {seen} of its own training cases: nothing held out"
+    if seen:
+        return f"{len(held_out)} held-out validation cases and {seen} of its training cases"
+    return f"{len(held_out)} held-out validation cases"
+
+
 @dataclass
 class Case:
     case_id: str

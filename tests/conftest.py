@@ -33,6 +33,7 @@ def make_random_model_set(folder: Path, input_size: int = 64, regions=REGION_KEY
     """A complete model set with random weights: fast to build, real file format."""
     from cxr_dash.manifest import update_region
     from cxr_dash.model import build_unet, save_compact
+    from cxr_dash.preprocess import FieldOfView
     from cxr_dash.regions import get_region
 
     import json
@@ -53,10 +54,11 @@ def make_random_model_set(folder: Path, input_size: int = 64, regions=REGION_KEY
                             probs=(rng.random((3, 2, input_size, input_size)) * 255).astype(np.uint8),
                             epochs=np.array([1, 2, 3]),
                             case_ids=np.array(["JPCLN104", "JPCLN002"]))
-        view = get_region(region).field_of_view   # as shipped: clavicles see part of the image
+        # As the training tool writes it: every region names its field of view,
+        # [0, 1, 0, 1] for the whole image; the clavicles see part of the image.
+        view = FieldOfView.parse(get_region(region).field_of_view).as_list()
         update_region(folder, region, {
-            "weights": f"{region}.npz", "input_size": input_size,
-            **({"field_of_view": list(view)} if view else {}),
+            "weights": f"{region}.npz", "input_size": input_size, "field_of_view": view,
             "hyperparameters": {**get_region(region).study.as_dict(), "input_size": input_size},
             "study_hyperparameters": get_region(region).study.as_dict(),
             "training": {"fold": "odd", "cases": list(training_cases), "note": "random weights (test)",

@@ -56,6 +56,12 @@ def test_upload_a_real_case_and_render_every_view(app, data_dir):
         assert not app.error, (view, [e.value for e in app.error])
         if view == "Training playback":      # the earlier stage of a fine-tuned model is named
             assert any("Epochs before 3: 32 px, adam" in c.value for c in app.caption)
+            # The heart sees the whole radiograph ([0, 1, 0, 1] in its manifest entry).
+            monitor = [c for image in app.get("image") for c in image.captions
+                       if "probability over the radiograph" in c]
+            assert monitor and not any("field of view" in c for c in monitor)
+            assert any("Trained on **the odd fold** (" in c.value and "no validation cases" in c.value
+                       for c in app.caption)
 
 
 def test_display_sliders_do_not_rerun_the_models(app, data_dir, tiny_model_set):

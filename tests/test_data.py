@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_dash.data import SCRDataset, case_fold, pack, split_folds, training_split
+from cxr_dash.data import (SCRDataset, case_fold, describe_validation, pack, split_folds,
+                           training_split)
 from cxr_dash.regions import REGION_KEYS
 
 
@@ -37,6 +38,13 @@ def test_training_splits_never_validate_on_a_training_case(dataset):
     assert every == validated == cases
     with pytest.raises(ValueError, match="unknown training split"):
         training_split(cases, "odd+even")
+    # The playback caption must not count a run's own training cases as held out.
+    assert describe_validation(every, validated) == \
+        "validated on 200 of its own training cases: nothing held out"
+    assert describe_validation(train, held_out) == "48 held-out validation cases"
+    assert describe_validation(train, held_out + train[:2]) == \
+        "48 held-out validation cases and 2 of its training cases"
+    assert describe_validation(train, []) == "no validation cases"
 
 
 def test_real_case_orientation_and_masks(dataset):

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from cxr_dash.data import SPLIT_DESCRIPTIONS
+from cxr_dash.data import SPLIT_DESCRIPTIONS, describe_validation
+from cxr_dash.preprocess import FieldOfView
 from cxr_dash.regions import REGIONS
 from cxr_dash.render import colormap, display_rgb, outline_box, overlay_heatmap, overlay_masks
 from cxr_dash.report import mask_png, masks_npz, masks_zip, png_bytes, rows_csv, rows_json
@@ -324,7 +325,8 @@ def playback(seg) -> None:
                                   prob, 0.6)
             rgb = overlay_masks(rgb, {region: prob >= 0.5}, style="outline")
             caption = f"{case_id}, epoch {epoch}: probability over the radiograph" + (
-                "" if record.field_of_view is None else " (the model's field of view)")
+                "" if FieldOfView.parse(record.field_of_view).is_full
+                else " (the model's field of view)")
         else:
             rgb = colormap(prob)
             caption = f"{case_id or 'monitor case'}, epoch {epoch}: probability map " \
@@ -339,8 +341,8 @@ def playback(seg) -> None:
     t = record.training
     if t:
         split = SPLIT_DESCRIPTIONS.get(t.get("fold"), f"fold {t.get('fold')}")
-        st.caption(f"Trained on **{split}** ({len(t.get('cases', []))} cases; "
-                   f"{len(t.get('validation_cases', []))} validation cases), "
+        validation = describe_validation(t.get("cases", []), t.get("validation_cases", []))
+        st.caption(f"Trained on **{split}** ({len(t.get('cases', []))} cases; {validation}), "
                    f"{t.get('epochs_run', '?')} epochs, backend {t.get('backend', '?')} on "
                    f"{t.get('device', '?')}. {record.describe_stages()} {t.get('note', '')}")
         recal = t.get("batch_norm_recalibration")
@@ -364,7 +366,7 @@ def _training_record(model_key: str, region: str, _seg):
 def _monitor_case_rgb(case_id: str, size: int, field_of_view=None) -> np.ndarray:
     """The monitor case as the model saw it (its field of view), read once
     (playback redraws it every frame)."""
-    from cxr_dash.preprocess import FieldOfView, prepare_input
+    from cxr_dash.preprocess import prepare_input
 
     pixels = state.dataset().load_image(case_id).pixels
     grey = (prepare_input(pixels, size, FieldOfView.parse(field_of_view))[..., 0] * 255).astype(np.uint8)
