@@ -79,9 +79,9 @@ def training_split(case_ids, split: str) -> tuple[list[str], list[str]]:
         return every, list(every)
     if split == "odd+half-even":
         kept_out = {SHOWCASE_CASE, MONITOR_CASE}
-        added = [c for c in folds["even"][0::2] if c.upper() not in kept_out]
-        held_out = [c for c in folds["even"] if c not in set(added)]
-        return sorted(folds["odd"] + added), held_out
+        added = {c for c in folds["even"][0::2] if c.upper() not in kept_out}
+        held_out = [c for c in folds["even"] if c not in added]
+        return sorted([*folds["odd"], *added]), held_out
     raise ValueError(f"unknown training split {split!r}: one of {', '.join(TRAINING_SPLITS)}")
 
 
