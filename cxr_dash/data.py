@@ -110,30 +110,37 @@ class Case:
 
 
 class SCRDataset:
-    """Cases found under a root folder, in either layout."""
+    """Cases found under a root folder, in either layout.
+
+    The original SCR distribution splits each region's masks over fold folders
+    (``fold1/masks/heart``, ``fold2/masks/heart``; "left clavicle" or
+    "left_clavicle"), so every folder named after a region is searched. A case
+    whose mask is in two of them keeps the first, in sorted path order (a copy
+    of the data next to the original must not make the folder unusable).
+    """
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"data folder {self.root} does not exist")
+        entries = sorted(self.root.rglob("*"))
+        folder_names = {region: {n.lower() for n in region_folder_names(region)}
+                        for region in REGION_KEYS}
+        every_mask_folder_name = set().union(*folder_names.values())
         self.image_paths: dict[str, Path] = {}
-        for path in sorted(self.root.rglob("*")):
+        for path in entries:
             if path.suffix.lower() in IMAGE_SUFFIXES and CASE_PATTERN.match(path.stem):
-                parent = path.parent.name.lower().replace(" ", "_")
-                if parent in REGION_KEYS:  # a PNG mask folder, not an image
-                    continue
+                if path.parent.name.lower() in every_mask_folder_name:
+                    continue  # a PNG mask, not an image
                 # Prefer the development PNG over a raw .IMG of the same case.
                 key = path.stem.upper()
                 if key not in self.image_paths or path.suffix.lower() == ".png":
                     self.image_paths[key] = path
-        self.mask_dirs: dict[str, Path] = {}
-        dirs = [d for d in self.root.rglob("*") if d.is_dir()]
-        for region in REGION_KEYS:
-            names = {n.lower() for n in region_folder_names(region)}
-            for d in dirs:
-                if d.name.lower() in names:
-                    self.mask_dirs[region] = d
-                    break
+        self.mask_dirs: dict[str, list[Path]] = {
+            region: [d for d in entries if d.name.lower() in names and d.is_dir()]
+            for region, names in folder_names.items()}
+        self.mask_paths: dict[str, dict[str, Path]] = {
+            region: _index_masks(dirs) for region, dirs in self.mask_dirs.items()}
         if not self.image_paths:
             raise FileNotFoundError(f"no JSRT images (JPCLNnnn / JPCNNnnn) found under {self.root}")
 
@@ -148,15 +155,7 @@ class SCRDataset:
         return split_folds(self.cases_with_masks())
 
     def mask_path(self, case_id: str, region: str) -> Path | None:
-        d = self.mask_dirs.get(region)
-        if d is None:
-            return None
-        for suffix in MASK_SUFFIXES:
-            for stem in (case_id, case_id.upper(), case_id.lower()):
-                p = d / f"{stem}{suffix}"
-                if p.is_file():
-                    return p
-        return None
+        return self.mask_paths.get(region, {}).get(case_id.upper())
 
     def load_image(self, case_id: str):
         return read_image(self.image_paths[case_id.upper()])
@@ -172,6 +171,18 @@ class SCRDataset:
         masks = {r: self.load_mask(case_id, r) for r in regions if self.mask_path(case_id, r)}
         spacing = SCR_MASK_SPACING_MM
         return Case(case_id.upper(), radiograph.pixels, masks, spacing)
+
+
+def _index_masks(folders: list[Path]) -> dict[str, Path]:
+    """{case id: mask file} over ``folders`` in order: the first folder holding a
+    case wins, and within a folder a GIF (SCR's own format) wins over a PNG."""
+    found: dict[str, Path] = {}
+    for folder in folders:
+        masks = [p for p in folder.iterdir() if p.suffix.lower() in MASK_SUFFIXES
+                 and CASE_PATTERN.match(p.stem) and p.is_file()]
+        for path in sorted(masks, key=lambda p: (MASK_SUFFIXES.index(p.suffix.lower()), p.name)):
+            found.setdefault(path.stem.upper(), path)
+    return found
 
 
 def default_cache_dir() -> Path:

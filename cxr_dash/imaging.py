@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,11 @@ MIN_SIDE = 32
 JSRT_SIDE = 2048
 JSRT_SPACING_MM = 0.175          # at 2048 x 2048; SCR masks are 1024 x 1024 at 0.35 mm
 SUPPORTED = "PNG, JPEG, DICOM (.dcm) or JSRT raw .IMG"
+UNNAMED = "the upload"           # what messages call a source that has no file name
+DICOM_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# Decoders put reprs such as <_io.BytesIO object at 0x7f...> in their messages:
+# meaningless to the person who chose the file.
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 @dataclass
@@ -42,6 +48,20 @@ class Radiograph:
         return self.pixels.shape  # type: ignore[return-value]
 
 
+def _reason(exc: BaseException) -> str:
+    """An exception's text for a user-facing message, without object reprs."""
+    text = _OBJECT_REPR.sub("the file", str(exc)).strip()
+    return text or type(exc).__name__
+
+
+def _source_name(source) -> str:
+    """The base name of a file-like object's ``.name`` ("" when it has none, or an fd number)."""
+    name = getattr(source, "name", None)
+    if isinstance(name, (str, os.PathLike)) and str(name):
+        return Path(name).name
+    return ""
+
+
 def _as_bytes(source: bytes | str | os.PathLike | io.IOBase) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), ""
@@ -54,8 +74,16 @@ def _as_bytes(source: bytes | str | os.PathLike | io.IOBase) -> tuple[bytes, str
                                  f"{MAX_FILE_BYTES // 2**20} MB; this is not a single radiograph.")
         return path.read_bytes(), path.name
     if hasattr(source, "read"):
-        data = source.read()
-        return bytes(data), getattr(source, "name", "") or ""
+        name = _source_name(source)
+        try:
+            data = source.read()
+        except OSError as exc:
+            raise ImageReadError(
+                f"{name or UNNAMED}: the file cannot be read ({_reason(exc)}).") from None
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ImageReadError(f"{name or UNNAMED}: the file was opened as text; "
+                                 "open it in binary mode ('rb').")
+        return bytes(data), name
     raise ImageReadError(f"cannot read an image from a {type(source).__name__}.")
 
 
@@ -66,7 +94,7 @@ def read_image(source, name: str | None = None) -> Radiograph:
     headerless JSRT ``.IMG`` files, from the extension and the byte count.
     """
     data, found_name = _as_bytes(source)
-    name = name or found_name or "image"
+    name = name or found_name or UNNAMED
     if len(data) == 0:
         raise ImageReadError(f"{name}: the file is empty.")
     if len(data) > MAX_FILE_BYTES:
@@ -116,15 +144,53 @@ def _to_gray(arr: np.ndarray, mode: str) -> np.ndarray:
     raise ImageReadError(f"unsupported pixel layout {arr.shape} ({mode}).")
 
 
+def _bomb_message(exc: Exception, name: str) -> str:
+    """The "too large" message for PIL's decompression-bomb refusal, which comes
+    before the header's size is available to :func:`_check_size`."""
+    claimed = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(claimed.group(1)) / 1e6:.0f} megapixels is" if claimed else "the image is"
+    return (f"{name}: {size} too large (limit {MAX_PIXELS // 1_000_000} megapixels); "
+            "downsample it first.")
+
+
+def _is_16bit_colour_png(data: bytes) -> bool:
+    """PNG header (IHDR, the first chunk) says 16 bits per sample with colour or alpha.
+    PIL decodes those to 8 bits per channel; only 16-bit grey keeps its depth."""
+    return (data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 26
+            and data[24] == 16 and data[25] in (2, 4, 6))
+
+
+def _decode_16bit_colour_png(data: bytes, name: str) -> np.ndarray:
+    """(H, W, 3 | 4) uint16 in RGB(A) order, decoded by OpenCV, which keeps the 16 bits."""
+    import cv2
+
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ImageReadError(f"{name}: the 16-bit colour PNG is truncated or corrupt.")
+    return arr[..., [2, 1, 0, 3][:arr.shape[2]]]   # OpenCV gives BGR(A)
+
+
 def _read_raster(data: bytes, name: str) -> Radiograph:
     from PIL import Image, UnidentifiedImageError
 
     try:
         im = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ImageReadError(f"{name}: the file is corrupt or not an image ({exc}).") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # The warning is an exception only when warnings are errors; either way
+        # the header claims far more than MAX_PIXELS.
+        raise ImageReadError(_bomb_message(exc, name)) from None
+    except UnidentifiedImageError:
+        # PIL's own text names the in-memory buffer, not the file: say it in words.
+        raise ImageReadError(f"{name}: the file is corrupt or not an image "
+                             "(its header cannot be decoded).") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(
+            f"{name}: the file is corrupt or not an image ({_reason(exc)}).") from None
     _check_size(im.width, im.height, name)
     fmt = (im.format or "").lower()
+    if fmt == "png" and _is_16bit_colour_png(data):
+        arr = _decode_16bit_colour_png(data, name)
+        return _raster_radiograph(arr, "16-bit RGB(A)", fmt, name, [])
     notes = []
     try:
         # load() decodes everything; a truncated file raises here, not later.
@@ -146,8 +212,16 @@ def _read_raster(data: bytes, name: str) -> Radiograph:
             arr = np.array(im.convert("RGB"))
         else:
             arr = np.array(im.convert("L"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(_bomb_message(exc, name)) from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageReadError(f"{name}: the file is truncated or corrupt ({exc}).") from None
+        raise ImageReadError(
+            f"{name}: the file is truncated or corrupt ({_reason(exc)}).") from None
+    return _raster_radiograph(arr, im.mode, fmt, name, notes)
+
+
+def _raster_radiograph(arr: np.ndarray, mode: str, fmt: str, name: str,
+                       notes: list[str]) -> Radiograph:
     if arr.ndim == 3:
         if arr.shape[2] == 4 or arr.shape[2] == 2:
             notes.append("alpha channel ignored")
@@ -156,21 +230,47 @@ def _read_raster(data: bytes, name: str) -> Radiograph:
                 np.array_equal(channels[..., 0], channels[..., 1])
                 and np.array_equal(channels[..., 1], channels[..., 2])):
             notes.append("colour image converted to grey")
-        arr = _to_gray(arr, im.mode)
+        arr = _to_gray(arr, mode)
     fmt = {"jpeg": "jpeg", "mpo": "jpeg", "png": "png", "gif": "gif"}.get(fmt, fmt or "raster")
     return Radiograph(np.ascontiguousarray(arr), fmt, name, None, notes)
 
 
 def _read_dicom(data: bytes, name: str) -> Radiograph:
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.datadict import keyword_for_tag
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
-        raise ImageReadError(f"{name}: not a readable DICOM file ({exc}).") from None
-    if "PixelData" not in ds:
-        raise ImageReadError(f"{name}: the DICOM file holds no image (no PixelData).")
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Besides InvalidDicomError, a damaged file meta header raises whatever its
+        # first bad element does (NotImplementedError for an unknown VR, ...).
+        raise ImageReadError(f"{name}: not a readable DICOM file ({_reason(exc)}).") from None
+    if data[128:132] != b"DICM" and not any(keyword_for_tag(tag) for tag in ds.keys()):
+        # force=True parses any bytes into "elements"; none of them a standard one
+        # means the file is not DICOM at all, rather than a DICOM without an image.
+        raise ImageReadError(f"{name}: not a DICOM file (no DICM marker and no standard DICOM "
+                             f"elements). Use {SUPPORTED}.")
+    try:
+        return _dicom_radiograph(ds, name)
+    except (ImageReadError, MemoryError):
+        raise
+    except Exception as exc:
+        # pydicom parses elements lazily, so a malformed or unsupported header
+        # element raises (ValueError, TypeError, NotImplementedError, numpy
+        # ufunc errors, ...) wherever it is first used.
+        raise ImageReadError(
+            f"{name}: the DICOM header is malformed or uses a feature this reader does not "
+            f"support ({type(exc).__name__}: {_reason(exc)}).") from None
+
+
+def _dicom_radiograph(ds, name: str) -> Radiograph:
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
+    if not any(keyword in ds for keyword in DICOM_PIXEL_KEYWORDS):
+        raise ImageReadError(f"{name}: the DICOM file holds no image "
+                             "(no PixelData, FloatPixelData or DoubleFloatPixelData).")
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows and cols:
         _check_size(cols, rows, name)
@@ -178,36 +278,81 @@ def _read_dicom(data: bytes, name: str) -> Radiograph:
         arr = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for bad/unsupported pixel data
         raise ImageReadError(
-            f"{name}: the DICOM pixel data cannot be decoded ({type(exc).__name__}: {exc}). "
-            "Truncated file, or a compressed transfer syntax without a decoder.") from None
+            f"{name}: the DICOM pixel data cannot be decoded ({type(exc).__name__}: "
+            f"{_reason(exc)}). Truncated file, or a compressed transfer syntax without "
+            "a decoder.") from None
     notes = []
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if frames > 1:
         arr = arr[0]
         notes.append(f"first of {frames} frames used")
+    if photometric == "PALETTE COLOR" and arr.ndim == 2:
+        arr = apply_color_lut(arr, ds)  # stored values are indices into the palette
     if arr.ndim == 3:  # RGB / YBR secondary capture
         arr = _to_gray(arr, photometric)
         notes.append("colour DICOM converted to grey")
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    arr = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
-    if "WindowCenter" in ds or "VOILUTSequence" in ds:
-        arr = np.asarray(apply_voi_lut(arr, ds), dtype=np.float32)
-        notes.append("DICOM window / VOI LUT applied")
+    stored = arr
+    try:
+        with np.errstate(invalid="ignore", over="ignore"):
+            arr = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+        usable = np.isfinite(arr).all() or not np.isfinite(stored).all()
+    except Exception:  # numpy's own text (ufunc loops, dtypes) would not help the user
+        usable = False
+    if not usable:
+        raise ImageReadError(
+            f"{name}: the DICOM rescale (RescaleSlope {_dicom_text(ds, 'RescaleSlope')}, "
+            f"RescaleIntercept {_dicom_text(ds, 'RescaleIntercept')}) or modality LUT is "
+            "invalid: it does not give numeric pixel values.")
+    if ("WindowCenter" in ds and "WindowWidth" in ds) or "VOILUTSequence" in ds:
+        arr, voi_note = _apply_voi(arr, ds)
+        notes.append(voi_note)
     if photometric == "MONOCHROME1":
         # MONOCHROME1: high values are dark. Flip so bone is bright.
         arr = arr.max() + arr.min() - arr
         notes.append("MONOCHROME1 inverted to display orientation")
-    spacing = None
+    return Radiograph(np.ascontiguousarray(arr), "dicom", name, _dicom_spacing(ds), notes)
+
+
+def _apply_voi(arr: np.ndarray, ds) -> tuple[np.ndarray, str]:
+    """The DICOM window / VOI LUT applied, and a note saying so.
+
+    An unusable window (a width of 0, a malformed LUT, one that leaves every
+    pixel the same) is ignored rather than refused: the models scale every
+    image by its own intensity range anyway, so the image stays usable.
+    """
+    from pydicom.pixels import apply_voi_lut
+
+    try:
+        windowed = np.asarray(apply_voi_lut(arr, ds), dtype=np.float32)
+    except Exception as exc:  # pydicom's window checks raise ValueError, bad LUTs others
+        return arr, f"DICOM window / VOI LUT ignored ({_reason(exc)}); own range used"
+    if windowed.shape != arr.shape or not np.isfinite(windowed).all():
+        return arr, "DICOM window / VOI LUT ignored (unusable result); own range used"
+    if windowed.max() == windowed.min() and arr.max() != arr.min():
+        return arr, "DICOM window ignored (it leaves every pixel the same); own range used"
+    return windowed, "DICOM window / VOI LUT applied"
+
+
+def _dicom_text(ds, keyword: str) -> str:
+    """An element's value as the file has it, for a message."""
+    try:
+        return repr(str(ds[keyword].value)) if keyword in ds else "absent"
+    except Exception:  # the element itself is malformed
+        return "unreadable"
+
+
+def _dicom_spacing(ds) -> float | None:
+    """Pixel spacing in mm, or None when the file gives none usable."""
     for tag in ("PixelSpacing", "ImagerPixelSpacing"):
-        if tag in ds:
-            try:
+        try:
+            if tag in ds:
                 spacing = float(ds.get(tag)[0])
-                break
-            except (TypeError, ValueError, IndexError):
-                pass
-    return Radiograph(np.ascontiguousarray(arr), "dicom", name, spacing, notes)
+                if math.isfinite(spacing) and spacing > 0:
+                    return spacing
+        except Exception:  # optional metadata: a malformed value is ignored, not fatal
+            pass
+    return None
 
 
 def _read_jsrt_img(data: bytes, name: str) -> Radiograph:
@@ -233,7 +378,7 @@ def _read_jsrt_img(data: bytes, name: str) -> Radiograph:
 def read_mask(source, name: str | None = None) -> np.ndarray:
     """Read a binary mask (SCR GIF, PNG): True where the structure is."""
     data, found = _as_bytes(source)
-    name = name or found or "mask"
+    name = name or found or UNNAMED
     if not data:
         raise ImageReadError(f"{name}: the mask file is empty.")
     pixels = _read_raster(data, name).pixels

@@ -84,3 +84,34 @@ def test_original_distribution_layout(tmp_path):
     assert ds.cases_with_masks() == ["JPCLN001", "JPCLN002"]
     case = ds.load_case("JPCLN001")
     assert case.image.shape == (side, side) and case.masks["left_lung"].sum() == 64
+
+
+def test_original_layout_with_masks_split_over_fold_folders(tmp_path):
+    """SCR's fold1/fold2 mask folders, one spelt with spaces and one with underscores:
+    every case keeps its masks, and a case in two folders keeps the first (sorted)."""
+    side = 64
+    rng = np.random.default_rng(0)
+    (tmp_path / "All247images").mkdir()
+    cases = ("JPCLN001", "JPCLN002", "JPCLN003", "JPCNN004")
+    for i, case in enumerate(cases):
+        raw = (rng.random((side, side)) * 4095).astype(">u2")
+        (tmp_path / "All247images" / f"{case}.IMG").write_bytes(raw.tobytes())
+        fold, spell = ("fold1", " ") if i % 2 == 0 else ("fold2", "_")
+        for region in REGION_KEYS:
+            folder = tmp_path / "scratch" / fold / "masks" / region.replace("_", spell)
+            folder.mkdir(parents=True, exist_ok=True)
+            m = np.zeros((32, 32), np.uint8)
+            m[4:12, 4:4 + 4 * (i + 1)] = 255          # a different area per case
+            Image.fromarray(m).save(folder / f"{case}.gif")
+    # JPCLN002's heart once more, different, in fold1: the first folder wins.
+    duplicate = np.zeros((32, 32), np.uint8)
+    duplicate[0:2, 0:2] = 255
+    Image.fromarray(duplicate).save(tmp_path / "scratch/fold1/masks/heart/JPCLN002.gif")
+    ds = SCRDataset(tmp_path)
+    assert [d.parent.parent.name for d in ds.mask_dirs["left_clavicle"]] == ["fold1", "fold2"]
+    assert ds.cases_with_masks() == sorted(cases)
+    for i, case in enumerate(cases):
+        assert ds.load_mask(case, "left_clavicle").sum() == 8 * 4 * (i + 1)
+    assert ds.mask_path("jpcln002", "heart").parts[-4] == "fold1"
+    assert ds.load_mask("JPCLN002", "heart").sum() == 4
+    assert ds.load_mask("JPCLN002", "right_lung").sum() == 8 * 8

@@ -1,6 +1,7 @@
 """Every reader on synthetic files: what it accepts, and that bad input raises ImageReadError."""
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -185,3 +186,127 @@ def test_gif_mask_reader(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ImageReadError, match="no such file"):
         read_image(tmp_path / "nope.png")
+
+
+@pytest.mark.parametrize("side", [10000, 20000])
+def test_decompression_bomb_sizes_are_refused_as_too_large(side):
+    # 20000^2 is over PIL's hard limit (DecompressionBombError); 10000^2 is in its
+    # warning band, which must not escape either, even when warnings are errors.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageReadError, match="too large.*64 megapixels"):
+            read_image(png_claiming_size(side, side), "bomb.png")
+
+
+def test_gif_claiming_a_huge_screen_is_refused_as_too_large():
+    data = bytearray(encode(gradient(), "GIF"))
+    data[6:10] = struct.pack("<HH", 60000, 60000)   # logical screen width, height
+    with pytest.raises(ImageReadError, match="too large"):
+        read_image(bytes(data), "bomb.gif")
+
+
+def test_messages_name_the_upload_never_an_in_memory_buffer():
+    garbage = b"\x89PNG\r\n\x1a\n" + b"\0" * 8    # a PNG signature and nothing usable
+    with pytest.raises(ImageReadError) as nameless:
+        read_image(io.BytesIO(garbage))
+    assert str(nameless.value).startswith("the upload:")
+    assert "object at 0x" not in str(nameless.value)
+    named = io.BytesIO(garbage)
+    named.name = "/somewhere/chest.png"           # as Streamlit's UploadedFile carries one
+    with pytest.raises(ImageReadError, match=r"^chest\.png: the file is corrupt"):
+        read_image(named)
+    with pytest.raises(ImageReadError, match="binary mode"):
+        read_image(io.StringIO("text"))
+
+
+def png_16bit(pixels):
+    """A 16-bit PNG written chunk by chunk: PIL cannot write 16-bit colour."""
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[pixels.shape[2]]
+    h, w = pixels.shape[:2]
+    rows = pixels.astype(">u2").reshape(h, -1)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def test_16bit_colour_png_keeps_16bit_precision():
+    grey = gradient(dtype=np.uint16, high=60000)
+    rgb = np.stack([grey, grey // 2, grey // 3], axis=2)
+    img = read_image(png_16bit(rgb), "rgb16.png")
+    assert img.pixels.dtype == np.uint16 and "colour image converted to grey" in img.notes
+    luma = rgb.astype(np.float64) @ [0.299, 0.587, 0.114]
+    assert np.abs(img.pixels - luma).max() <= 1          # not rounded to 8-bit steps
+    rgba = np.concatenate([rgb, np.full(grey.shape + (1,), 65535, np.uint16)], axis=2)
+    img = read_image(png_16bit(rgba), "rgba16.png")
+    assert img.pixels.max() > 255 and "alpha channel ignored" in img.notes
+    data = png_16bit(rgb)
+    with pytest.raises(ImageReadError, match="truncated or corrupt"):
+        read_image(data[: len(data) // 2], "cut16.png")
+
+
+def test_dicom_window_width_zero_falls_back_to_the_image_range():
+    arr = gradient(dtype=np.uint16, high=1000)
+    img = read_image(make_dicom(arr, window=(500, 0)), "w0.dcm")
+    assert any("window" in n and "ignored" in n for n in img.notes)
+    assert img.pixels[-1, 0] > img.pixels[0, 0]
+    # A window far outside the data would leave every pixel the same: ignored too.
+    img = read_image(make_dicom(arr, window=(50000, 10)), "far.dcm")
+    assert img.pixels.max() > img.pixels.min() and any("ignored" in n for n in img.notes)
+
+
+def test_dicom_with_a_non_numeric_rescale_says_so():
+    data = make_dicom(gradient(dtype=np.uint16, high=1000), slope="1.5", intercept="0")
+    assert data.count(b"1.5 ") == 1
+    with pytest.raises(ImageReadError, match="RescaleSlope 'x.y'.*invalid"):
+        read_image(data.replace(b"1.5 ", b"x.y "), "slope.dcm")
+    with pytest.raises(ImageReadError, match="RescaleSlope 'NaN'.*invalid"):
+        read_image(data.replace(b"1.5 ", b"NaN "), "nan.dcm")
+
+
+# (0028,0010) Rows and (0028,0103) PixelRepresentation, little-endian as written.
+@pytest.mark.parametrize("tag", [b"\x28\x00\x10\x00", b"\x28\x00\x03\x01"],
+                         ids=["Rows", "PixelRepresentation"])
+def test_dicom_with_a_malformed_header_element_raises_the_documented_error(tag):
+    data = make_dicom(gradient(dtype=np.uint16, high=1000))
+    assert data.count(tag + b"US") == 1
+    with pytest.raises(ImageReadError, match="Unknown Value Representation"):
+        read_image(data.replace(tag + b"US", tag + b"U\x01"), "vr.dcm")
+
+
+@pytest.mark.parametrize("keyword,bits,dtype", [("FloatPixelData", 32, np.float32),
+                                                ("DoubleFloatPixelData", 64, np.float64)])
+def test_dicom_float_pixel_data_is_read(keyword, bits, dtype):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("f.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Rows, ds.Columns = 64, 48
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = bits
+    pixels = gradient(dtype=np.float64, high=1).astype(dtype)
+    setattr(ds, keyword, pixels.tobytes())
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=False)
+    img = read_image(buf.getvalue(), "float.dcm")
+    np.testing.assert_allclose(img.pixels, pixels, atol=1e-6)
+    pixels[3, 3] = np.nan
+    setattr(ds, keyword, pixels.tobytes())
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=False)
+    with pytest.raises(ImageReadError, match="NaN"):
+        read_image(buf.getvalue(), "nan.dcm")
+
+
+def test_a_dcm_name_on_non_dicom_bytes_says_not_dicom():
+    with pytest.raises(ImageReadError, match="not a DICOM file"):
+        read_image(b"hello world, not a radiograph " * 20, "x.dcm")
