@@ -1,10 +1,12 @@
 """Small helpers shared by the command-line tools (train, evaluate, position, tune)."""
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from . import data as scr
+from .regions import get_region
 
 
 def open_dataset(data_arg: str | None) -> scr.SCRDataset:
@@ -13,7 +15,58 @@ def open_dataset(data_arg: str | None) -> scr.SCRDataset:
     if root is None:
         print("error: no data folder: pass --data or set CXR_DATA_DIR", file=sys.stderr)
         raise SystemExit(2)
-    return scr.SCRDataset(root)
+    try:
+        return scr.SCRDataset(root)
+    except FileNotFoundError as exc:     # no such folder, or no JSRT images in it
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# argparse ``type=`` converters: a bad value becomes a usage error naming the
+# flag, not a traceback from deep inside training after the data is packed.
+
+def region_argument(value: str) -> str:
+    """A region key from any accepted spelling ('left lung', 'left-lung')."""
+    try:
+        return get_region(value).key
+    except KeyError as exc:
+        raise argparse.ArgumentTypeError(exc.args[0]) from None
+
+
+def data_folder_argument(value: str) -> str:
+    if not Path(value).is_dir():
+        raise argparse.ArgumentTypeError(f"data folder {value} does not exist")
+    return value
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {number}")
+    return number
+
+
+def input_size_argument(value: str) -> int:
+    """The U-Net's encoder halves its input five times: sides must be multiples of 32."""
+    size = positive_int(value)
+    if size % 32:
+        raise argparse.ArgumentTypeError(f"input size must be a multiple of 32, got {size}")
+    return size
+
+
+def model_set_or_exit(parser: argparse.ArgumentParser, model_dir, regions=None):
+    """The model set of ``--models`` (default: weights/), or a usage error saying
+    what is wrong with it (no manifest, missing or damaged weights)."""
+    from .errors import ModelSetError
+    from .inference import load_segmenter
+
+    try:
+        return load_segmenter(model_dir, regions)
+    except ModelSetError as exc:
+        parser.error(str(exc))
 
 
 def progress_bar(done: int, total: int, label: str = "", width: int = 30) -> None:

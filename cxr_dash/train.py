@@ -1,12 +1,14 @@
 """Train per-region U-Nets: ``python -m cxr_dash.train --region heart``.
 
 Defaults come from the region registry (the study's optimiser, learning rate
-and batch size); every one can be overridden. Runs on whichever Keras
-backend ``KERAS_BACKEND`` names. Writes into ``--out`` (a model-set folder):
-the compact weights, the history (loss, validation IoU and Dice per epoch)
-and per-epoch prediction snapshots of a fixed validation panel, and merges
-the region's entry into that folder's ``manifest.json``. No per-epoch
-checkpoints are kept.
+and batch size); every one can be overridden. ``--from-trial FILE`` takes
+them instead from a hyper-parameter search's winner (``<region>_best.json``,
+written by ``python -m cxr_dash.tune``); flags given still win. Runs on
+whichever Keras backend ``KERAS_BACKEND`` names. Writes into ``--out`` (a
+model-set folder): the compact weights, the history (loss, validation IoU and
+Dice per epoch) and per-epoch prediction snapshots of a fixed validation
+panel, and merges the region's entry into that folder's ``manifest.json``. No
+per-epoch checkpoints are kept.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from . import data as scr
-from .cli import open_dataset
+from .cli import (data_folder_argument, input_size_argument, open_dataset, positive_int,
+                  region_argument)
 from .augment import AugmentConfig, augment_pair, augmented_copies
 from .manifest import read_manifest, update_region
 from .metrics import dice, jaccard
@@ -35,6 +38,18 @@ from .regions import REGION_KEYS, get_region
 
 LOSSES = ("bce_jaccard", "bce_dice", "focal_jaccard", "focal_dice")
 OPTIMIZERS = ("sgd", "rmsprop", "adam")
+# What a tuning trial (``tune``'s <region>_best.json) can set: its searched
+# parameters, then the settings it was scored under, each with its flag. These
+# flags default to None so that a flag the user typed can be told from one left
+# alone: typed flags win over the trial, the trial over the defaults.
+TRIAL_PARAMS = {"optimizer": "optimizer", "learning_rate": "lr", "batch_size": "batch_size",
+                "loss": "loss", "epochs": "epochs"}
+TRIAL_SETTINGS = {"input_size": "input_size", "augment_copies": "augment_copies",
+                  "field_of_view": "field_of_view"}
+TRIAL_TYPES = {"optimizer": (str, "a name"), "loss": (str, "a name"),
+               "learning_rate": ((int, float), "a number > 0"), "batch_size": (int, "a whole number >= 1"),
+               "epochs": (int, "a whole number >= 1"), "input_size": (int, "a whole number >= 1"),
+               "augment_copies": (int, "a whole number >= 1")}
 
 
 @dataclass
@@ -356,27 +371,33 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m cxr_dash.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--region", default="all", help=f"one of {', '.join(REGION_KEYS)}, or all")
-    p.add_argument("--data", default=None, help="SCR data folder (default: $CXR_DATA_DIR)")
+    p.add_argument("--region", type=region_or_all, default=None,
+                   help=f"one of {', '.join(REGION_KEYS)}, or all (default: all; with "
+                        "--from-trial: the trial's region)")
+    p.add_argument("--data", type=data_folder_argument, default=None,
+                   help="SCR data folder (default: $CXR_DATA_DIR)")
     p.add_argument("--out", default="runs/latest", help="model-set folder to write (e.g. weights)")
     p.add_argument("--fold", default="odd", choices=scr.TRAINING_SPLITS,
                    help="train on this fold and validate on the other; all: every case; "
                         "odd+half-even: the odd fold and every other even case, validated "
                         "on the remaining even cases")
-    p.add_argument("--input-size", type=int, default=256)
+    p.add_argument("--input-size", type=input_size_argument, default=None,
+                   help=f"a multiple of 32 (default: {TrainConfig.input_size})")
     p.add_argument("--field-of-view", nargs="+", default=None, metavar="F",
                    help="part of the image the model sees: TOP BOTTOM LEFT RIGHT as fractions, "
                         "or 'full' (default: the region's, from the registry; clavicles see "
                         "the upper half on their own side)")
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help=f"at most this many (default: {TrainConfig.epochs})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default: the study's")
     p.add_argument("--lr", type=float, default=None, help="default: the study's")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the study's (1)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: the study's (1)")
     p.add_argument("--momentum", type=float, default=0.0)
     p.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
     p.add_argument("--warmup-epochs", type=float, default=0.0)
-    p.add_argument("--loss", choices=LOSSES, default="bce_jaccard")
-    p.add_argument("--augment-copies", type=int, default=5)
+    p.add_argument("--loss", choices=LOSSES, default=None, help=f"default: {TrainConfig.loss}")
+    p.add_argument("--augment-copies", type=positive_int, default=None,
+                   help=f"augmented copies of each case per epoch (default: {TrainConfig.augment_copies})")
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--no-restore-best", action="store_true",
                    help="keep the last epoch's weights (use when the validation fold is also the test fold)")
@@ -388,8 +409,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--encoder-weights", default=None, help="local ImageNet ResNet34 weights file")
     p.add_argument("--init-weights", default=None,
                    help="start from these compact weights (.npz of an earlier run; any input size)")
-    p.add_argument("--from-trial", default=None,
-                   help="JSON of a tuning study's best trial (python -m cxr_dash.tune --export-best)")
+    p.add_argument("--from-trial", default=None, metavar="FILE",
+                   help="a tuning study's best trial, <region>_best.json as python -m cxr_dash.tune "
+                        "writes it into its --out folder after every session: its optimiser, "
+                        "learning rate, batch size, loss, epochs and the input size, augmentation "
+                        "copies and field of view it was scored under, each unless given here")
     p.add_argument("--keep-float", action="store_true",
                    help="also write REGION.float.npz, the float32 weights (~98 MB), to re-export "
                         "or study quantisation; keep it out of weights/")
@@ -402,7 +426,81 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "stopping and the best epoch then judge the weights, not stale statistics")
     p.add_argument("--note", default="")
     p.add_argument("--quiet", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        view_argument(args.field_of_view)
+    except ValueError as exc:
+        p.error(f"argument --field-of-view: TOP BOTTOM LEFT RIGHT fractions or 'full': {exc}")
+    args.trial = None
+    if args.from_trial:
+        try:
+            args.trial = load_trial(args.from_trial)
+        except ValueError as exc:
+            p.error(f"argument --from-trial: {exc}")
+        trial_region = args.trial["region"]
+        if args.region == "all":
+            p.error("argument --from-trial: a trial is one region's; pass --region "
+                    f"{trial_region or 'REGION'} (or leave --region out), not all")
+        if trial_region is None and args.region is None:
+            p.error(f"argument --from-trial: {args.from_trial} names no region: pass --region")
+        if trial_region is not None and args.region not in (None, trial_region):
+            p.error(f"argument --from-trial: {args.from_trial} is a trial for {trial_region}, "
+                    f"not {args.region}")
+        args.region = args.region or trial_region
+        try:
+            config_from_args(args, args.region).resolved()
+        except (TypeError, ValueError) as exc:   # e.g. an optimiser this version lacks
+            p.error(f"argument --from-trial: {args.from_trial}: {exc}")
+    args.region = args.region or "all"
+    return args
+
+
+def region_or_all(value: str) -> str:
+    return "all" if value.strip().lower() == "all" else region_argument(value)
+
+
+def load_trial(path: str | os.PathLike) -> dict:
+    """{"region", "params", "settings"} of a trial file; older ones lack region or settings."""
+    try:
+        trial = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read {path} ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not JSON ({exc})") from None
+    if not isinstance(trial, dict):
+        raise ValueError(f"{path} is not a trial (a JSON object)")
+    params = trial.get("params", trial)
+    settings = trial.get("settings") or {}
+    if not isinstance(params, dict) or not isinstance(settings, dict):
+        raise ValueError(f"{path} is not a trial: params and settings must be objects")
+    try:
+        region = get_region(trial["region"]).key if trial.get("region") else None
+    except (KeyError, AttributeError):
+        raise ValueError(f"{path} names an unknown region {trial['region']!r}") from None
+    values = {**{k: params[k] for k in TRIAL_PARAMS if k in params},
+              **{k: settings[k] for k in TRIAL_SETTINGS if settings.get(k) is not None}}
+    # Caught here, not as a TypeError epochs into training.
+    for key, value in values.items():
+        if key not in TRIAL_TYPES:
+            continue                     # the field of view: FieldOfView.parse judges it
+        kind, wanted = TRIAL_TYPES[key]
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is not str and value <= 0):
+            raise ValueError(f"{path}: {key} must be {wanted}, got {value!r}")
+    if values.get("input_size", 32) % 32:
+        raise ValueError(f"{path}: input_size must be a multiple of 32, got {values['input_size']}")
+    return {"region": region, "params": {k: v for k, v in values.items() if k in TRIAL_PARAMS},
+            "settings": {k: v for k, v in values.items() if k in TRIAL_SETTINGS}}
+
+
+def trial_values(args) -> tuple[dict, list[str]]:
+    """({TrainConfig field: value} the trial sets, [trial fields a typed flag overrides])."""
+    trial = getattr(args, "trial", None)
+    if trial is None:
+        return {}, []
+    chosen = {**trial["params"], **trial["settings"]}
+    flags = {**TRIAL_PARAMS, **TRIAL_SETTINGS}
+    overridden = [k for k in chosen if getattr(args, flags[k]) is not None]
+    return {k: v for k, v in chosen.items() if k not in overridden}, overridden
 
 
 def view_argument(values: list[str] | None) -> list[float] | str | None:
@@ -414,31 +512,34 @@ def view_argument(values: list[str] | None) -> list[float] | str | None:
 
 
 def config_from_args(args, region: str) -> TrainConfig:
+    # Flags left alone (None) fall to the trial (--from-trial), then to
+    # TrainConfig's defaults; a None optimiser, rate or batch to the registry's.
+    given = {"input_size": args.input_size, "epochs": args.epochs, "loss": args.loss,
+             "augment_copies": args.augment_copies}
     cfg = TrainConfig(
-        region=region, fold=args.fold, input_size=args.input_size, epochs=args.epochs,
+        region=region, fold=args.fold, **{k: v for k, v in given.items() if v is not None},
         optimizer=args.optimizer, learning_rate=args.lr, batch_size=args.batch_size,
         momentum=args.momentum, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
-        loss=args.loss, augment_copies=args.augment_copies, patience=args.patience,
-        restore_best=not args.no_restore_best, snapshot_cases=args.snapshot_cases,
+        patience=args.patience, restore_best=not args.no_restore_best, snapshot_cases=args.snapshot_cases,
         steps_per_epoch=args.steps_per_epoch, max_train_cases=args.max_train_cases,
         max_val_cases=args.max_val_cases, seed=args.seed,
         encoder_weights=args.encoder_weights, init_weights=args.init_weights,
         field_of_view=view_argument(args.field_of_view), note=args.note,
         keep_float=args.keep_float, recalibrate_bn=not args.no_bn_recalibration,
         recalibrate_bn_each_epoch=args.recalibrate_bn_each_epoch)
-    if args.from_trial:
-        trial = json.loads(Path(args.from_trial).read_text())
-        params = trial.get("params", trial)
-        for key in ("optimizer", "learning_rate", "batch_size", "loss", "epochs"):
-            if key in params:
-                setattr(cfg, key, params[key])
+    for key, value in trial_values(args)[0].items():
+        setattr(cfg, key, value)
     return cfg
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     dataset = open_dataset(args.data)
-    regions = REGION_KEYS if args.region == "all" else (get_region(args.region).key,)
+    regions = REGION_KEYS if args.region == "all" else (args.region,)
+    if args.trial is not None:
+        used, overridden = trial_values(args)
+        print(f"[{args.region}] from trial {args.from_trial}: {', '.join(used) or 'nothing'}"
+              + (f" (flags given instead: {', '.join(overridden)})" if overridden else ""), flush=True)
     for region in regions:
         cfg = config_from_args(args, region).resolved()
         print(f"[{region}] {cfg.optimizer} lr={cfg.learning_rate} batch={cfg.batch_size} "
