@@ -43,9 +43,9 @@ def main() -> None:
     view = st.sidebar.radio("View", list(IMAGE_VIEWS) + list(MODEL_VIEWS), key="view")
     image = choose_input()
     tta = views.inference_settings(seg)
-    settings = views.display_settings(seg.regions)
-    if (message := state.pop_error()) is not None:
-        st.error(message + ("  \nThe previous image and its results are kept."
+    settings = views.display_settings(seg.regions, has_truth=bool(image is not None and image.truth))
+    if (message := state.input_error()) is not None:
+        st.error(message + ("  \nThe previous image and its results are kept and shown below."
                             if state.current() else ""))
     if view in MODEL_VIEWS:
         MODEL_VIEWS[view](seg)

@@ -20,7 +20,8 @@ from pathlib import Path
 import cv2
 
 from . import data as scr
-from .cli import open_dataset, progress_bar
+from .cli import model_set_or_exit, open_dataset, progress_bar, region_argument
+from .errors import ModelSetError
 from .inference import Segmenter, to_mask
 from .manifest import read_manifest, training_cases, update_region
 from .metrics import all_metrics, dice, jaccard, summarise
@@ -33,6 +34,17 @@ def heldout_cases(entry: dict, available: list[str]) -> list[str]:
     """The available cases a region's model (its manifest entry) was not trained on."""
     trained = training_cases(entry)
     return [c for c in available if c not in trained]
+
+
+def checkpoint_chosen_on(entry: dict, cases: list[str]) -> list[str]:
+    """The scored cases on which this model's kept epoch was chosen: with
+    restore-best, the epoch of best validation IoU is kept, so its own
+    validation cases are not unseen, whatever the training split says."""
+    t = entry.get("training", {})
+    if not t.get("restore_best"):
+        return []
+    chosen_on = {c.upper() for c in t.get("validation_cases", [])}
+    return [c for c in cases if c.upper() in chosen_on]
 
 
 def evaluate_segmenter(seg: Segmenter, dataset: scr.SCRDataset, cases_by_region: dict[str, list[str]],
@@ -87,7 +99,7 @@ def markdown_table(summary: dict[str, dict], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cxr_dash.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=None, help="model-set folder (default: weights/)")
@@ -99,7 +111,7 @@ def parse_args(argv=None):
     p.add_argument("--heldout-of", default=None, metavar="MODEL_DIR",
                    help="score on the cases another model set's region models held out "
                         "(compares two sets case for case; overrides --cases)")
-    p.add_argument("--region", nargs="+", default=None,
+    p.add_argument("--region", nargs="+", default=None, type=region_argument,
                    help="evaluate only these regions (default: every region of the set)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases")
     p.add_argument("--threshold", type=float, default=0.5)
@@ -109,25 +121,38 @@ def parse_args(argv=None):
     p.add_argument("--out", default="results/evaluation", help="folder for JSON and Markdown")
     p.add_argument("--update-manifest", action="store_true",
                    help="store the summary in the model set's manifest (what the app shows)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     dataset = open_dataset(args.data)
     available = dataset.cases_with_masks()
     folds = scr.split_folds(available)
     t0 = time.time()
     tta = {"set": None, "on": True, "off": False}[args.tta]
-    chosen_regions = None if args.region is None else {get_region(r).key for r in args.region}
+    chosen_regions = None if args.region is None else set(args.region)
 
     def regions_of(seg: Segmenter) -> list[str]:
         return [r for r in seg.regions if chosen_regions is None or r in chosen_regions]
+    selection: dict[str, int] = {}    # region -> scored cases its kept epoch was chosen on
+
+    def note_selection(seg: Segmenter, cases_by_region: dict[str, list[str]]) -> None:
+        for r, cases in cases_by_region.items():
+            n = len(checkpoint_chosen_on(seg.entry(r), cases))
+            if n:
+                selection[r] = selection.get(r, 0) + n
     if args.twofold:
         rows: dict[str, list[dict]] = {}
         for model_dir, test_fold in zip(args.twofold, ("even", "odd")):
-            seg = Segmenter(model_dir)
+            seg = model_set_or_exit(parser, model_dir)
             cases = folds[test_fold][: args.limit or None]
+            note_selection(seg, {r: cases for r in regions_of(seg)})
             part = evaluate_segmenter(seg, dataset, {r: cases for r in regions_of(seg)},
                                       args.threshold, progress_bar, tta)
             used_tta = seg.default_tta if tta is None else tta
@@ -137,9 +162,12 @@ def main(argv=None) -> int:
         model_dirs = list(args.twofold)
     else:
         model_dir = args.models or str(Path(__file__).resolve().parent.parent / "weights")
-        seg = Segmenter(model_dir)
+        seg = model_set_or_exit(parser, model_dir)
         if args.heldout_of:
-            other = read_manifest(args.heldout_of)["regions"]
+            try:
+                other = read_manifest(args.heldout_of)["regions"]
+            except ModelSetError as exc:
+                parser.error(str(exc))
             cases_by_region = {r: heldout_cases(other[r], available)[: args.limit or None]
                                for r in regions_of(seg) if r in other}
         elif args.cases == "heldout":
@@ -148,6 +176,7 @@ def main(argv=None) -> int:
         else:
             chosen = available if args.cases == "all" else folds[args.cases]
             cases_by_region = {r: chosen[: args.limit or None] for r in regions_of(seg)}
+        note_selection(seg, cases_by_region)
         rows = evaluate_segmenter(seg, dataset, cases_by_region, args.threshold, progress_bar, tta)
         used_tta = seg.default_tta if tta is None else tta
         protocol = (f"cases held out by {args.heldout_of}" if args.heldout_of
@@ -160,10 +189,16 @@ def main(argv=None) -> int:
               "resolution": "1024 x 1024 (SCR masks), 0.35 mm/pixel",
               "postprocessing": "largest connected component, holes filled",
               "test_time_augmentation": used_tta,
+              "checkpoint_chosen_on_scored_cases": selection,
               "summary": summary, "per_case": rows, "seconds": round(time.time() - t0, 1)}
     (out / "evaluation.json").write_text(json.dumps(result, indent=1) + "\n")
     table = markdown_table(summary, f"{protocol} — {', '.join(model_dirs)}"
                                     f"{' — test-time augmentation' if used_tta else ''}")
+    if selection:
+        table += "\n" + "\n".join(
+            f"Caution: the {get_region(r).display_name.lower()} model kept its epoch of best "
+            f"validation IoU, chosen on {n} of the cases scored here: those are not unseen, and "
+            "its figures are optimistic." for r, n in selection.items()) + "\n"
     (out / "evaluation.md").write_text(table)
     print(table)
     if args.update_manifest and not args.twofold:

@@ -4,7 +4,8 @@
 
 The score explained is the Seg-Grad-CAM one (Vinogradova et al., 2020):
 the model's output summed over the region it predicts, so a heatmap says
-which pixels made the model predict *this region*, not one pixel.
+which pixels made the model predict *this region*, not one pixel
+(Grad-CAM++ takes the region's mean instead: see ``explain``).
 
 Grad-CAM, Grad-CAM++, LayerCAM and SmoothGrad come from tf-keras-vis and
 need the TensorFlow backend (the app's). tf-keras-vis' Score-CAM assumes a
@@ -69,11 +70,13 @@ def target_mask(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return mask if mask.sum() > 0 else np.ones_like(mask)
 
 
-def segmentation_score(mask: np.ndarray):
-    """Seg-Grad-CAM score: sum of the sigmoid output over ``mask``, one value per sample."""
+def segmentation_score(mask: np.ndarray, mean: bool = False):
+    """Seg-Grad-CAM score: the sigmoid output summed over ``mask`` (or its mean
+    there, with ``mean``), one value per sample."""
     import keras
 
-    m = keras.ops.convert_to_tensor(mask.astype(np.float32))
+    weights = mask.astype(np.float32) / (float(mask.sum()) if mean else 1.0)
+    m = keras.ops.convert_to_tensor(weights)
 
     def score(output):
         return keras.ops.sum(output[..., 0] * m, axis=(1, 2))
@@ -90,7 +93,12 @@ def faster_score_cam(model, x: np.ndarray, layer: str, mask: np.ndarray, max_cha
                      batch_size: int = 16) -> np.ndarray:
     """Score-CAM (Wang et al., 2020) on the ``max_channels`` activation maps of
     highest variance (Faster Score-CAM): each map, upsampled and normalised,
-    masks the input; its weight is the softmax of the score gains."""
+    masks the input; its weight is the score gain over a black input.
+
+    Score-CAM weights a map by the class score of the masked input, which for
+    a classifier is a softmax over classes; this model has one sigmoid
+    output, so the analogue is the gain in the segmentation score itself
+    (tf-keras-vis' softmax over one output would make every weight equal)."""
     import keras
 
     sub = keras.Model(model.inputs, model.get_layer(layer).output)
@@ -106,9 +114,7 @@ def faster_score_cam(model, x: np.ndarray, layer: str, mask: np.ndarray, max_cha
     for start in range(0, len(maps), batch_size):
         batch = x[None] * maps[start:start + batch_size, ..., None]
         gains.append(np.asarray(keras.ops.convert_to_numpy(score(model.predict_on_batch(batch)))))
-    gains = np.concatenate(gains) - baseline
-    gains = gains / (np.abs(gains).max() + 1e-8)
-    weights = np.exp(gains * 5.0) / np.exp(gains * 5.0).sum()   # softmax over channels
+    weights = np.concatenate(gains) - baseline
     cam = np.maximum((acts * weights).sum(axis=-1), 0)
     return cv2.resize(cam.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
 
@@ -149,7 +155,13 @@ def explain(segmenter, image, region: str, method: str = "gradcam", layer: str =
         from tf_keras_vis.layercam import Layercam
 
         cls = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus, "layercam": Layercam}[method]
-        heat = cls(model, clone=False)(segmentation_score(mask), x[None], penultimate_layer=layer,
+        # Grad-CAM++ differentiates exp(score), and its closed form is not
+        # scale-free: it was derived for one class score. A sum over
+        # thousands of pixels overflows exp (an all-zero map) and, even
+        # shifted, lets the g**3 term swamp the weights; the region's mean
+        # probability is bounded by 1 and on the scale the method expects.
+        score = segmentation_score(mask, mean=(method == "gradcam++"))
+        heat = cls(model, clone=False)(score, x[None], penultimate_layer=layer,
                                        seek_penultimate_conv_layer=False, normalize_cam=False)[0]
     return Explanation(region, method, layer, normalise(heat), time.time() - started, params,
                        int(mask.sum()) if mask.sum() < mask.size else 0, segmenter.view(region))

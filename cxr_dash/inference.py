@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .errors import ModelSetError
-from .manifest import DEFAULT_MODEL_DIR, read_manifest, training_cases
+from .errors import ImageReadError, ModelSetError
+from .manifest import DEFAULT_MODEL_DIR, MANIFEST_NAME, read_manifest, training_cases
 from .metrics import fill_holes, largest_component
 from .preprocess import FieldOfView, prepare_input, resize_mask, upsample_probability
 from .regions import REGION_KEYS
@@ -33,14 +34,25 @@ def shift_image(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
 
 
 def as_grayscale(image) -> np.ndarray:
-    """Accept a 2-D array, or (H, W, 1|3|4) which is averaged to grey."""
+    """Accept a 2-D array, or (H, W, 1|3|4) which is averaged to grey.
+
+    Raises :class:`~cxr_dash.errors.ImageReadError` (a ValueError) for anything
+    that is not a finite real-valued image: a NaN or inf pixel would otherwise
+    spread through the intensity stretch and return all-NaN maps silently.
+    """
     arr = np.asarray(image)
+    if arr.dtype.kind not in "biuf":
+        raise ImageReadError(f"expected a real-valued grey image, got an array of {arr.dtype}")
     if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
         arr = arr[..., :3].mean(axis=2) if arr.shape[2] >= 3 else arr[..., 0]
     if arr.ndim != 2 or min(arr.shape) < 1:
-        raise ValueError(f"expected a 2-D grey image, got an array of shape {arr.shape}")
+        raise ImageReadError(f"expected a 2-D grey image, got an array of shape {arr.shape}")
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise ImageReadError(f"the image contains {bad} non-numeric (NaN/inf) pixel values; "
+                             "replace them (e.g. np.nan_to_num) before segmenting.")
     return arr
 
 
@@ -61,22 +73,58 @@ class Segmenter:
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
         available = self.manifest["regions"]
+        if not isinstance(available, dict):
+            raise ModelSetError(f"{self.model_dir / MANIFEST_NAME}: \"regions\" must map each "
+                                "region to its entry.")
         wanted = regions or REGION_KEYS
         self.regions: tuple[str, ...] = tuple(r for r in REGION_KEYS if r in available and r in wanted)
         if not self.regions:
             raise ModelSetError(f"{self.model_dir} has no model for {', '.join(wanted)}")
         self._models = {}
         for region in self.regions:
-            entry = available[region]
-            path = self.model_dir / entry["weights"]
-            if not path.is_file():
-                raise ModelSetError(f"{path} is missing: the manifest names it for {region}.")
-            model = build_unet(int(entry["input_size"]))
+            path, size = self._checked_entry(region)
+            model = build_unet(size)
             try:
                 load_compact(model, path)
-            except ValueError as exc:
-                raise ModelSetError(f"{region}: {exc}") from None
+            except MemoryError:
+                raise
+            except Exception as exc:
+                # A truncated or damaged .npz raises whatever numpy / zipfile meets
+                # first (BadZipFile, EOFError, zlib.error, ValueError, ...).
+                raise ModelSetError(
+                    f"{path}: the {region} weights cannot be loaded ({type(exc).__name__}: "
+                    f"{exc}). The file is truncated, corrupt or from another architecture; "
+                    "copy it again or retrain the region.") from None
             self._models[region] = model
+
+    def _checked_entry(self, region: str) -> tuple[Path, int]:
+        """(weights file, input size) of a region's manifest entry, or ModelSetError
+        naming the manifest: a hand-edited entry must not fail with a KeyError."""
+        manifest_path = self.model_dir / MANIFEST_NAME
+        entry = self.manifest["regions"][region]
+        if not isinstance(entry, dict) or not isinstance(entry.get("weights"), str):
+            raise ModelSetError(f"{manifest_path}: the {region} entry names no weights file.")
+        path = self.model_dir / entry["weights"]
+        if not path.is_file():
+            raise ModelSetError(f"{path} is missing: the manifest names it for {region}.")
+        if not zipfile.is_zipfile(path):
+            # Checked here: numpy's own message for a non-.npz file is about pickles.
+            raise ModelSetError(f"{path}: the {region} weights file is truncated or not a "
+                                ".npz archive; copy it again or retrain the region.")
+        try:
+            size = int(entry["input_size"])
+        except (KeyError, TypeError, ValueError):
+            size = 0
+        if size < 32 or size % 32:
+            raise ModelSetError(
+                f"{manifest_path}: the {region} entry needs an input_size, a multiple of 32 "
+                f"(the U-Net halves it five times); found {entry.get('input_size')!r}.")
+        try:
+            FieldOfView.parse(entry.get("field_of_view"))
+        except (TypeError, ValueError) as exc:
+            raise ModelSetError(f"{manifest_path}: the {region} field_of_view is invalid "
+                                f"({exc}).") from None
+        return path, size
 
     def warm_up(self) -> "Segmenter":
         """One dummy prediction per model: graph tracing (seconds on a CPU) is paid

@@ -12,8 +12,11 @@ code tests a trained U-Net, a toy model, or anything else.
 3. Flip: horizontal flip. For lateral models, where does the mask go? (A
    flipped left lung looks like a right lung: laterality is partly position.)
 4. Content removal: blank, mean-grey and noise inputs, and the image with
-   the region itself inpainted or blurred away. A model that still draws its
-   region where it usually lies relies on position.
+   the region itself inpainted or blurred away. A model that draws its region
+   on a content-free input relies on position. With only the region removed
+   the neighbours remain (lung borders, ribs, the shoulder), so a mask drawn
+   there is inferred from context or from the region's blurred remnant:
+   reported as evidence, not counted towards the verdict.
 5. Position prior: the atlas (mean training mask) as a predictor, and per
    case whether the prediction sits nearer the atlas than the truth does.
 6. Context vs region: occlusion sensitivity inside the predicted region
@@ -184,14 +187,22 @@ class PositionReport:
 
 def summarise_evidence(translation_index: float, scale_index: float, phantom: float,
                        occlusion_enrichment: float | None = None,
-                       atlas_pull: float | None = None) -> dict:
+                       atlas_pull: float | None = None,
+                       region_inpainted: float | None = None,
+                       region_blurred: float | None = None) -> dict:
     """Verdict from the numbers. ``phantom``: the largest Dice between a prediction on a
-    content-free input (blank / grey / noise) and the real prediction."""
+    content-free input (blank / grey / noise) and the real prediction;
+    ``region_inpainted`` / ``region_blurred``: the same with only the region
+    inpainted or blurred away (evidence only: see the module's note 4)."""
     idx = [v for v in (translation_index, scale_index) if v == v]
     follow = float(np.mean(idx)) if idx else math.nan
     reasons = [f"anatomy-following index {follow:+.2f} (translation {translation_index:+.2f}, "
                f"scale {scale_index:+.2f}; +1 follows anatomy, -1 stays put)",
                f"prediction on content-free input overlaps the real one at Dice {phantom:.2f}"]
+    if region_inpainted is not None and region_inpainted == region_inpainted:
+        reasons.append(f"with the region itself inpainted from its surroundings it is still drawn at "
+                       f"Dice {region_inpainted:.2f} (inferred from context), blurred away at Dice "
+                       f"{region_blurred:.2f} (its blurred remnant)")
     if occlusion_enrichment is not None and occlusion_enrichment == occlusion_enrichment:
         reasons.append(f"occlusion sensitivity inside the region is {occlusion_enrichment:.1f}x "
                        "its area share")
@@ -206,7 +217,17 @@ def summarise_evidence(translation_index: float, scale_index: float, phantom: fl
     else:
         verdict = "mixed"
     return {"verdict": verdict, "anatomy_following_index": follow, "phantom_dice": phantom,
+            "region_inpainted_dice": region_inpainted, "region_blurred_dice": region_blurred,
             "evidence": reasons}
+
+
+CONTENT_FREE = ("blank", "mean grey", "noise")
+
+
+def _largest_dice(content_removal: dict, names) -> float:
+    vals = [v["dice_with_original"] for k, v in content_removal.items()
+            if k in names and v["dice_with_original"] == v["dice_with_original"]]
+    return max(vals, default=0.0)
 
 
 def run_all(predict: Predict, x: np.ndarray, region: str, atlas: np.ndarray | None = None,
@@ -229,10 +250,11 @@ def run_all(predict: Predict, x: np.ndarray, region: str, atlas: np.ndarray | No
         report.occlusion = {**split, "enrichment": enrichment, "patch": res.patch, "stride": res.stride}
     if atlas is not None and truth is not None:
         report.atlas = atlas_comparison(base, truth, atlas)
-    phantom = max((v["dice_with_original"] for k, v in report.content_removal.items()
-                   if k in ("blank", "mean grey", "noise") and v["dice_with_original"] == v["dice_with_original"]),
-                  default=0.0)
-    report.summary = summarise_evidence(mean_index(tr), mean_index(sc), phantom, enrichment)
+    removal = report.content_removal
+    report.summary = summarise_evidence(mean_index(tr), mean_index(sc),
+                                        _largest_dice(removal, CONTENT_FREE), enrichment,
+                                        region_inpainted=removal["region inpainted"]["dice_with_original"],
+                                        region_blurred=removal["region blurred"]["dice_with_original"])
     return report
 
 
@@ -259,12 +281,19 @@ def figure_transform_curves(reports: dict[str, PositionReport]):
             ax.set_ylim(0, 1.02)
             ax.set_xlabel({"shift_x": "shift x (fraction)", "shift_y": "shift y (fraction)",
                            "scale": "zoom factor"}[kind])
+            ax.grid(alpha=0.3)
             if row == 0:
-                ax.set_title(f"{REGIONS[region].display_name}\n{rep.summary.get('verdict', '')}")
+                ax.set_title(f"{REGIONS[region].display_name}\n{rep.summary.get('verdict', '')}",
+                             fontsize=11)
             if col == 0:
                 ax.set_ylabel("Dice")
-    axes[0, 0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    # One legend for every panel, above them, in neutral colours (each region's
+    # curve has its own colour; the line styles carry the meaning).
+    from matplotlib.lines import Line2D
+    fig.legend([Line2D([], [], color="black", marker="o"), Line2D([], [], color="grey", marker="s", ls="--")],
+               ["follows the anatomy: Dice(f(Tx), T f(x))", "stays put: Dice(f(Tx), f(x))"],
+               loc="upper center", ncol=2, fontsize=10, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
 
@@ -280,13 +309,65 @@ def figure_content_removal(reports: dict[str, PositionReport]):
     width = 0.8 / len(reports)
     for i, (region, rep) in enumerate(reports.items()):
         vals = [rep.content_removal[n]["dice_with_original"] for n in names]
-        ax.bar(np.arange(len(names)) + i * width, np.nan_to_num(vals), width,
-               color=REGIONS[region].hex_colour, label=REGIONS[region].display_name)
+        bars = ax.bar(np.arange(len(names)) + i * width, np.nan_to_num(vals), width,
+                      color=REGIONS[region].hex_colour, label=REGIONS[region].display_name)
+        # Zero is the common, telling answer on content-free inputs: label it,
+        # and tell an undefined value (no region predicted at all) from it.
+        ax.bar_label(bars, labels=["n/a" if v != v else f"{v:.2f}" for v in vals], fontsize=6,
+                     padding=1)
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
     ax.set_ylabel("Dice with the real prediction")
     ax.set_ylim(0, 1)
     ax.set_title("Does the model still draw its region without the image content?")
     ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    return fig
+
+
+def figure_dataset(per_region: dict[str, list[PositionReport]]):
+    """Over a dataset: each case's anatomy-following index per region (against
+    the verdict thresholds), and the mean Dice of what is still drawn when
+    the content, or only the region, is removed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .regions import REGIONS
+
+    regions = list(per_region)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    rng = np.random.default_rng(0)
+    for i, region in enumerate(regions):
+        reps = per_region[region]
+        for offset, (label, rows_of, marker) in enumerate(
+                (("shift", lambda r: r.translation, "o"), ("zoom", lambda r: r.scale, "^"))):
+            values = np.array([mean_index(rows_of(r)) for r in reps], float)
+            xs = i + (offset - 0.5) * 0.3 + rng.uniform(-0.06, 0.06, len(values))
+            left.scatter(xs, values, s=14, marker=marker, color=REGIONS[region].hex_colour,
+                         alpha=0.75, label=label if i == 0 else None)
+    for level, text in ((ANATOMY_ABOVE, "anatomy above"), (POSITION_BELOW, "position below")):
+        left.axhline(level, color="grey", lw=0.8, ls="--")
+        left.text(len(regions) - 0.5, level, f" {text}", va="center", fontsize=7, color="grey")
+    left.set_xticks(range(len(regions)), [REGIONS[r].display_name for r in regions], fontsize=8)
+    left.set_xlim(-0.6, len(regions) - 0.4)
+    left.set_ylim(-1.05, 1.05)
+    left.set_ylabel("anatomy-following index")
+    left.set_title(f"Per case ({len(next(iter(per_region.values())))} cases): o shift, ^ zoom",
+                   fontsize=9)
+    names = list(next(iter(per_region.values()))[0].content_removal)
+    width = 0.8 / len(regions)
+    for i, region in enumerate(regions):
+        means = [np.nanmean([r.content_removal[n]["dice_with_original"] for r in per_region[region]])
+                 for n in names]
+        bars = right.bar(np.arange(len(names)) + i * width, np.nan_to_num(means), width,
+                         color=REGIONS[region].hex_colour, label=REGIONS[region].display_name)
+        right.bar_label(bars, labels=["n/a" if v != v else f"{v:.2f}" for v in means], fontsize=6,
+                        padding=1)
+    right.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, fontsize=8, rotation=20)
+    right.set_ylim(0, 1)
+    right.set_ylabel("mean Dice with the real prediction")
+    right.set_title("Still drawn without the content / the region", fontsize=9)
+    right.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -335,7 +416,9 @@ def dataset_report(segmenter, dataset, cases: list[str], regions=None, occlusion
         enrichment = float(np.nanmean(occ)) if occ else None
         atl = [r.atlas for r in reps if r.atlas]
         pull = float(np.mean([a["nearer_atlas_than_truth"] for a in atl])) if atl else None
-        s = summarise_evidence(tr, sc, phantom, enrichment, pull)
+        inpainted, blurred = (float(np.nanmean([r.content_removal[k]["dice_with_original"] for r in reps]))
+                              for k in ("region inpainted", "region blurred"))
+        s = summarise_evidence(tr, sc, phantom, enrichment, pull, inpainted, blurred)
         s.update({
             "cases": len(reps),
             "translation_index": tr, "scale_index": sc,
@@ -353,21 +436,25 @@ def dataset_report(segmenter, dataset, cases: list[str], regions=None, occlusion
 
 
 def markdown_summary(summary: dict, model_dir: str, cases: list[str],
-                     views: dict[str, str] | None = None) -> str:
+                     views: dict[str, str] | None = None, includes_training_cases: bool = False) -> str:
     """``views``: {region: description} of models that see part of the image only."""
     from .regions import REGIONS
 
+    which = "cases, training cases included" if includes_training_cases else "held-out cases"
     lines = ["# Position or anatomy?", "",
-             f"Model set `{model_dir}`, {len(cases)} held-out cases, inputs at the models' size.",
+             f"Model set `{model_dir}`, {len(cases)} {which}, inputs at the models' size.",
              "Anatomy-following index: +1 the mask follows shifted/zoomed anatomy, -1 it stays put.",
              "", "| region | verdict | follow index (shift / zoom) | content-free Dice | "
-             "flip: follows mirror / stays | atlas J vs model J | nearer atlas than truth | "
-             "occlusion enrichment |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "region inpainted / blurred Dice | flip: follows mirror / stays | atlas J vs model J | "
+             "nearer atlas than truth | occlusion enrichment |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for region, s in summary.items():
         f = lambda v, spec=".2f": "—" if v is None or v != v else format(v, spec)
         lines.append(
             f"| {REGIONS[region].display_name} | **{s['verdict']}** | {f(s['translation_index'], '+.2f')} / "
-            f"{f(s['scale_index'], '+.2f')} | {f(s['phantom_dice'])} | {f(s['flip_follows_mirrored'])} / "
+            f"{f(s['scale_index'], '+.2f')} | {f(s['phantom_dice'])} | "
+            f"{f(s.get('region_inpainted_dice'))} / {f(s.get('region_blurred_dice'))} | "
+            f"{f(s['flip_follows_mirrored'])} / "
             f"{f(s['flip_stays_on_side'])} | {f(s['atlas_jaccard'])} vs {f(s['model_jaccard'])} | "
             f"{f(s['nearer_atlas_than_truth'], '.0%')} | {f(s['occlusion_enrichment'], '.1f')} |")
     lines += ["", "## Evidence", ""]
@@ -389,8 +476,7 @@ def main(argv=None) -> int:
     import json
     from pathlib import Path
 
-    from .cli import open_dataset, progress_bar
-    from .inference import load_segmenter
+    from .cli import model_set_or_exit, open_dataset, progress_bar, region_argument
 
     p = argparse.ArgumentParser(prog="python -m cxr_dash.position", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -398,27 +484,44 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="results/position")
     p.add_argument("--models", default=None, help="model-set folder (default: weights/)")
     p.add_argument("--cases", type=int, default=20, help="number of held-out cases")
-    p.add_argument("--regions", nargs="*", default=None)
+    p.add_argument("--regions", nargs="*", default=None, type=region_argument)
     p.add_argument("--occlusion-cases", type=int, default=3)
+    p.add_argument("--include-training-cases", action="store_true",
+                   help="also test cases the models trained on (a set trained on every case has "
+                        "no others; the report then says so)")
     args = p.parse_args(argv)
     dataset = open_dataset(args.data)
-    seg = load_segmenter(args.models, args.regions)
+    seg = model_set_or_exit(p, args.models, args.regions)
     trained = set().union(*(seg.training_cases(r) for r in seg.regions))
+    if args.include_training_cases:
+        trained = set()
     cases = [c for c in dataset.cases_with_masks() if c not in trained][: args.cases]
+    if not cases:
+        p.error("no case with masks in the data folder is held out from every model's training; "
+                "pass --include-training-cases to test training cases (the atlas test then "
+                "flatters the models), or fewer --regions")
 
     result = dataset_report(seg, dataset, cases, seg.regions, args.occlusion_cases, progress_bar)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "position.json").write_text(json.dumps(
-        {"model_set": str(seg.model_dir), "cases": cases, "summary": result["summary"],
+        {"model_set": str(seg.model_dir), "cases": cases,
+         "includes_training_cases": args.include_training_cases, "summary": result["summary"],
          "per_case": {r: [x.as_dict() for x in reps] for r, reps in result["per_region"].items()}},
         indent=1, default=float) + "\n")
+    import matplotlib.pyplot as plt
+
     first = {r: reps[0] for r, reps in result["per_region"].items()}
-    figure_transform_curves(first).savefig(out / "transform_curves.png", dpi=110)
-    figure_content_removal(first).savefig(out / "content_removal.png", dpi=110)
+    for name, fig in (("dataset.png", figure_dataset(result["per_region"])),
+                      ("transform_curves.png", figure_transform_curves(first)),
+                      ("content_removal.png", figure_content_removal(first))):
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
     views = {r: seg.view(r).describe() for r in seg.regions if not seg.view(r).is_full}
-    md = markdown_summary(result["summary"], str(seg.model_dir), cases, views)
-    md += f"\nFigures (first case, {cases[0]}): `transform_curves.png`, `content_removal.png`.\n"
+    md = markdown_summary(result["summary"], str(seg.model_dir), cases, views,
+                          includes_training_cases=args.include_training_cases)
+    md += (f"\nFigures: `dataset.png` (every case); `transform_curves.png` and "
+           f"`content_removal.png` (first case, {cases[0]}).\n")
     (out / "summary.md").write_text(md)
     print(md)
     return 0

@@ -61,7 +61,7 @@ def recalibrate_region(model_dir: str | Path, region: str, dataset: scr.SCRDatas
     t0 = time.time()
     before = validation_scores()
     recalibrate_batch_norm(model, train_x)
-    store_batch_norm_statistics(model, model_dir / entry["weights"])
+    size_bytes = store_batch_norm_statistics(model, model_dir / entry["weights"])
     after = validation_scores()
     record = {"cases": len(train_ids), "augmented_copies": copies,
               "validation_iou_before": before and before[0],
@@ -71,7 +71,7 @@ def recalibrate_region(model_dir: str | Path, region: str, dataset: scr.SCRDatas
         metrics["validation_at_input_size"] = {"jaccard": after[0], "dice": after[1],
                                                "cases": len(val_ids)}
     update_region(model_dir, region, {"training": {**training, "batch_norm_recalibration": record},
-                                      "metrics": metrics})
+                                      "metrics": metrics, "weights_bytes": size_bytes})
     if verbose:
         fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
         print(f"[{region}] batch-norm statistics re-estimated on {len(train_ids)} training cases: "

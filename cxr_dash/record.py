@@ -42,11 +42,14 @@ class TrainingRecord:
 
     def describe_stages(self) -> str:
         """One sentence per earlier stage, for captions ('' for a single-stage run)."""
-        return " ".join(
-            f"Epochs before {first}: {stage['input_size']} px, "
+        described = [
+            f"epochs before {first}: {stage['input_size']} px, "
             f"{stage['hyperparameters'].get('optimizer', '?')} lr "
-            f"{stage['hyperparameters'].get('learning_rate', '?')} (the table shows the last stage)."
-            for stage, (first, _) in zip(self.stages, self.stage_starts()))
+            f"{stage['hyperparameters'].get('learning_rate', '?')}"
+            for stage, (first, _) in zip(self.stages, self.stage_starts())]
+        if not described:
+            return ""
+        return "Earlier stages: " + "; ".join(described) + " (the table shows the last stage)."
 
     def snapshot(self, epoch_index: int, case_index: int = 0) -> np.ndarray:
         return self.snapshots[epoch_index, case_index].astype(np.float32) / 255.0

@@ -47,13 +47,21 @@ def colormap(values: np.ndarray, name: str = "inferno") -> np.ndarray:
 
 
 def overlay_heatmap(base_rgb: np.ndarray, heatmap: np.ndarray, opacity: float = 0.5,
-                    name: str = "jet", min_visible: float = 0.05) -> np.ndarray:
-    """Heatmap (any size, [0, 1]) blended over the image; near-zero values left transparent."""
+                    name: str = "jet", floor: float = 0.05, full_at: float = 0.4) -> np.ndarray:
+    """Heatmap (any size, [0, 1]) blended over the image. Opacity ramps from 0
+    at ``floor`` to ``opacity`` at ``full_at``: weak values stay faint, so low-level
+    noise does not paint the whole image the colour map's low end."""
     h, w = base_rgb.shape[:2]
     heat = cv2.resize(heatmap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     colour = colormap(heat, name).astype(np.float32)
-    alpha = (opacity * np.clip(heat / max(min_visible, 1e-6), 0, 1))[..., None]
+    ramp = np.clip((heat - floor) / max(full_at - floor, 1e-6), 0, 1)
+    alpha = (opacity * ramp)[..., None]
     return np.clip((1 - alpha) * base_rgb + alpha * colour, 0, 255).astype(np.uint8)
+
+
+def colour_bar(name: str = "jet", width: int = 256, height: int = 10) -> np.ndarray:
+    """A horizontal strip of the colour map, low on the left: the legend of a heatmap."""
+    return np.repeat(colormap(np.linspace(0, 1, width), name)[None], height, axis=0)
 
 
 def downsample_for_display(image: np.ndarray, max_side: int = 1024) -> np.ndarray:

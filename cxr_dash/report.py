@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import zipfile
 
 import numpy as np
@@ -73,5 +74,20 @@ def rows_csv(rows: list[dict]) -> bytes:
     return buf.getvalue().encode()
 
 
+def _json_safe(value):
+    """NaN/inf (an empty mask has no contour distance) become null: JSON has no NaN,
+    and strict parsers reject the bare ``NaN`` Python writes by default."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 def rows_json(rows: list[dict], **context) -> bytes:
-    return json.dumps({**context, "regions": rows}, indent=1, default=float).encode()
+    return json.dumps(_json_safe({**context, "regions": rows}), indent=1, allow_nan=False,
+                      default=float).encode()

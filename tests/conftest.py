@@ -16,8 +16,12 @@ from cxr_dash.regions import REGION_KEYS  # noqa: E402
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     value = os.environ.get("CXR_DATA_DIR")
-    if not value or not Path(value).is_dir():
+    if not value:
         pytest.skip("CXR_DATA_DIR is not set to the SCR data folder")
+    if not Path(value).is_dir():
+        # Set but wrong (CI's relative path from another folder, a typo): fail, so
+        # that a run without its real-data tests cannot pass unnoticed.
+        pytest.fail(f"CXR_DATA_DIR={value} is not a folder (from {Path.cwd()})")
     return Path(value)
 
 

@@ -55,13 +55,26 @@ def test_upload_a_real_case_and_render_every_view(app, data_dir):
         assert not app.exception, (view, app.exception)
         assert not app.error, (view, [e.value for e in app.error])
         if view == "Training playback":      # the earlier stage of a fine-tuned model is named
-            assert any("Epochs before 3: 32 px, adam" in c.value for c in app.caption)
+            assert any("Earlier stages: epochs before 3: 32 px, adam" in c.value for c in app.caption)
             # The heart sees the whole radiograph ([0, 1, 0, 1] in its manifest entry).
             monitor = [c for image in app.get("image") for c in image.captions
                        if "probability over the radiograph" in c]
             assert monitor and not any("field of view" in c for c in monitor)
             assert any("Trained on **the odd fold** (" in c.value and "no validation cases" in c.value
                        for c in app.caption)
+
+
+def test_playback_plays_and_pauses_on_the_chosen_epoch(app):
+    app.sidebar.radio(key="view").set_value("Training playback").run()
+    app.select_slider(key="pb_epoch_heart").set_value(0).run()
+    assert any("epoch 1:" in c for image in app.get("image") for c in image.captions)
+    app.toggle(key="pb_play").set_value(True).run()      # once crashed: frame written to a widget key
+    assert not app.exception, app.exception
+    assert not app.select_slider                          # hidden while playing
+    assert any("Epoch 2 (2 of 3 snapshots)" in p.text for p in app.get("progress"))
+    app.toggle(key="pb_play").set_value(False).run()
+    assert not app.exception, app.exception
+    assert app.select_slider(key="pb_epoch_heart").value == 1   # paused where it was shown
 
 
 def test_display_sliders_do_not_rerun_the_models(app, data_dir, tiny_model_set):
@@ -100,6 +113,14 @@ def test_explain_and_occlusion_run_from_the_ui(app, data_dir):
     app.button[1].click().run()                           # Run occlusion
     assert not app.exception
     assert any("Sensitivity inside" in m.label for m in app.metric)
+    app.sidebar.radio(key="view").set_value("Downloads").run()
+    heatmaps = [b.proto.label for b in app.get("download_button") if "(PNG)" in b.proto.label]
+    assert "gradcam_decoder_stage1b_relu_heart (PNG)" in heatmaps
+    assert any(label.startswith("occlusion_heart_patch16_stride16") for label in heatmaps)
+    # Another image: its downloads offer no heatmap computed on the previous one.
+    upload(app, "JPCLN002.png", real_png(data_dir, "JPCLN002"), "image/png")
+    heatmaps = [b.proto.label for b in app.get("download_button") if "(PNG)" in b.proto.label]
+    assert heatmaps and not any(label.startswith(("occlusion_", "gradcam_")) for label in heatmaps)
 
 
 @pytest.mark.parametrize("name,data,message", [
@@ -114,6 +135,11 @@ def test_bad_uploads_show_a_message_and_keep_the_previous_image(app, data_dir, n
     assert "previous image" in app.error[0].value
     assert "JPCLN034.png" in current_name(app)   # still the current image
     assert len(app.get("image")) >= 1                          # its results still shown
+    # The message stays while the rejected file stays in the uploader.
+    app.sidebar.slider[1].set_value(0.8).run()                 # opacity
+    assert any(message in e.value for e in app.error), "error gone after a slider moved"
+    upload(app, "JPCLN034.png", real_png(data_dir), "image/png")
+    assert not app.error
 
 
 def test_huge_upload_is_refused(app):
@@ -168,6 +194,14 @@ def test_a_training_case_is_flagged_where_its_scores_are_shown(tmp_path, monkeyp
     flagged = [c.value for c in at.caption if "is a training case" in c.value]
     assert flagged == ["JPCLN034 is a training case of the heart, left lung models: scores "
                        "against its ground truth show fit, not generalisation."]
+    at.sidebar.radio(key="view").set_value("Position or anatomy?").run()
+    at.multiselect(key="pos_regions").set_value(["heart"]).run()
+    at.checkbox(key="pos_occ").uncheck().run()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert any("JPCLN034 is one of this model's training cases" in c.value for c in at.caption)
+    assert any("nearer the" in c.value for c in at.caption)          # the per-case atlas test
+    at.sidebar.radio(key="view").set_value("Compare regions").run()
     at.sidebar.selectbox(key="case").set_value("JPCLN002").run()
     assert not at.exception and not [c for c in at.caption if "is a training case" in c.value]
     assert any(m.label == "Jaccard" for m in at.metric)
@@ -180,8 +214,8 @@ def test_position_view_runs_the_tests_on_the_current_image(app, data_dir):
     app.checkbox(key="pos_occ").uncheck().run()
     app.button[0].click().run()
     assert not app.exception, app.exception
-    assert any(m.label == "Verdict" for m in app.metric)
-    assert any(m.label == "Anatomy-following index" for m in app.metric)
+    labels = [m.label for m in app.metric]
+    assert {"Verdict", "Anatomy-following index", "Content-free Dice", "Region removed: inpainted / blurred"} <= set(labels)
 
 
 def test_search_view_shows_an_exported_study(app, tmp_path, monkeypatch):
@@ -205,7 +239,9 @@ def test_search_view_shows_an_exported_study(app, tmp_path, monkeypatch):
     app.sidebar.radio(key="view").set_value("Hyper-parameter search").run()
     assert not app.exception, app.exception
     table = app.dataframe[0].value
-    assert list(table["mean IoU"]) == [0.80, 0.86]
+    assert list(table[""]) == ["published (study)", "study's combination as run (trial 0)",
+                               "best found (trial 1)"]
+    assert list(table["mean IoU"])[1:] == [0.80, 0.86] and table["batch_size"][0] == 1
 
 
 def test_switching_between_upload_and_dataset_case_shows_the_chosen_source(app, data_dir):

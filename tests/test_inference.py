@@ -111,3 +111,105 @@ def test_test_time_augmentation_keeps_shapes_and_follows_the_set_default(tiny_mo
     seg_tta = load_segmenter(tmp_path, regions=["heart"])
     assert seg_tta.default_tta
     assert np.allclose(seg_tta.predict(image)["heart"], averaged["heart"], atol=1e-5)
+
+
+def copy_model_set(source, target, region="heart"):
+    """A one-region copy of a model set whose files the test may damage."""
+    manifest = json.loads((source / "manifest.json").read_text())
+    manifest["regions"] = {region: manifest["regions"][region]}
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    (target / f"{region}.npz").write_bytes((source / f"{region}.npz").read_bytes())
+    return manifest
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def flip_middle_bytes(path):
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage,message", [
+    (truncate, r"heart\.npz: .*truncated"),
+    (lambda path: path.write_bytes(b"not a zip"), r"heart\.npz: .*truncated"),
+    (flip_middle_bytes, r"heart\.npz: the heart weights cannot be loaded"),
+])
+def test_damaged_weights_file_raises_model_set_error_naming_it(tiny_model_set, tmp_path,
+                                                                damage, message):
+    copy_model_set(tiny_model_set, tmp_path)
+    damage(tmp_path / "heart.npz")
+    with pytest.raises(ModelSetError, match=message):
+        load_segmenter(tmp_path)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda entry: entry.pop("input_size"), "input_size.*found None"),
+    (lambda entry: entry.update(input_size=100), "multiple of 32.*found 100"),
+    (lambda entry: entry.update(input_size="big"), "input_size.*found 'big'"),
+    (lambda entry: entry.pop("weights"), "names no weights file"),
+    (lambda entry: entry.update(field_of_view=[0, 1]), "field_of_view is invalid"),
+])
+def test_broken_manifest_entry_raises_model_set_error_naming_it(tiny_model_set, tmp_path,
+                                                                 edit, message):
+    manifest = copy_model_set(tiny_model_set, tmp_path)
+    edit(manifest["regions"]["heart"])
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelSetError, match=r"manifest\.json: .*" + message):
+        load_segmenter(tmp_path)
+
+
+def test_predict_refuses_nan_inf_and_complex_images(tiny_model_set):
+    from cxr_dash.errors import ImageReadError
+
+    seg = load_segmenter(tiny_model_set, regions=["heart"])
+    image = np.random.default_rng(3).random((80, 80)).astype(np.float32)
+    for bad in (np.nan, np.inf, -np.inf):
+        spoilt = image.copy()
+        spoilt[10, 10:13] = bad
+        with pytest.raises(ImageReadError, match="3 non-numeric"):
+            seg.predict(spoilt)
+        with pytest.raises(ValueError, match="NaN/inf"):    # ImageReadError is a ValueError
+            seg.predict_at_input_size(spoilt)
+    with pytest.raises(ImageReadError, match="real-valued"):
+        seg.predict(image + 1j)
+    assert np.isfinite(seg.predict(image)["heart"]).all()
+
+
+def test_evaluate_warns_when_the_kept_epoch_was_chosen_on_the_scored_cases(dataset, tmp_path):
+    from cxr_dash.evaluate import checkpoint_chosen_on, main
+    from tests.conftest import make_random_model_set
+
+    models = make_random_model_set(tmp_path / "set", 32, regions=("heart",))
+    manifest = json.loads((models / "manifest.json").read_text())
+    training = manifest["regions"]["heart"]["training"]
+    training.update(restore_best=True, validation_cases=["JPCLN002", "JPCLN006"])
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    assert checkpoint_chosen_on(manifest["regions"]["heart"], ["JPCLN002", "JPCLN004"]) == ["JPCLN002"]
+    assert checkpoint_chosen_on({"training": {**training, "restore_best": False}}, ["JPCLN002"]) == []
+
+    out = tmp_path / "eval"
+    assert main(["--models", str(models), "--data", str(dataset.root), "--cases", "even",
+                 "--limit", "2", "--out", str(out)]) == 0
+    assert json.loads((out / "evaluation.json").read_text())["checkpoint_chosen_on_scored_cases"] == {"heart": 1}
+    assert "Caution: the heart model kept its epoch of best validation IoU, chosen on 1 of" in \
+        (out / "evaluation.md").read_text()
+
+
+@pytest.mark.parametrize("tool,argv,message", [
+    ("evaluate", ["--region", "spleen"], "spleen"),
+    ("evaluate", ["--models", "no/such/set"], "no/such/set"),
+    ("position", ["--regions", "spleen"], "spleen"),
+    ("position", ["--models", "no/such/set"], "no/such/set"),
+])
+def test_tools_refuse_bad_arguments_with_a_usage_message(dataset, tool, argv, message, capsys):
+    import importlib
+
+    main = importlib.import_module(f"cxr_dash.{tool}").main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(dataset.root), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

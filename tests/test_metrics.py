@@ -30,10 +30,11 @@ def test_identical_and_empty_masks():
 def test_contour_distance_of_a_one_pixel_shift_in_mm():
     a, b = square(left=10), square(left=11)
     mcd, hd95 = contour_distances(a, b, spacing=0.35)
-    # Boundary pixels: top/bottom rows match (distance 0 except one end),
-    # left/right columns are 1 px away. Every distance is 0 or 1 px.
-    d_px = mcd / 0.35
-    assert 0 < d_px < 1
+    # Each outline has 36 pixels: top and bottom rows (10 each) lie on the
+    # other's rows except one end pixel (1 px away); the 8 + 8 inner pixels of
+    # the left and right columns are 1 px from the other's columns. So 18 of
+    # 36 distances are 1 px and 18 are 0, both ways: mean 0.5 px.
+    assert mcd == pytest.approx(0.5 * 0.35)
     assert hd95 == pytest.approx(0.35)
 
 

@@ -193,7 +193,7 @@ def test_train_tool_writes_a_model_set(dataset, tmp_path, monkeypatch):
     assert list(record.snapshot_epochs) == [1, 2, 3] and record.snapshots.shape[1:] == (4, 96, 96)
     assert record.stage_starts() == [(3, 96)]
     assert record.stages[0]["input_size"] == 64 and record.stages[0]["epochs"] == 2
-    assert "Epochs before 3: 64 px, rmsprop" in record.describe_stages()
+    assert "Earlier stages: epochs before 3: 64 px, rmsprop" in record.describe_stages()
     assert record.training["epochs_run"] == 3 and record.training["epoch_kept"] == 3
 
     # Stage 3 at the same size (e.g. a low-rate polish): still its own stage.

@@ -75,3 +75,31 @@ def test_dataset_report_on_real_cases(tiny_model_set, dataset, tmp_path, monkeyp
     md = pos.markdown_summary(result["summary"], str(tiny_model_set), cases, views)
     assert "| Left lung |" in md and "| Right clavicle |" in md
     assert "right clavicle model sees rows 0%–50%, columns 0%–60%" in md
+
+
+def test_report_cli_writes_json_figures_and_verdicts(tiny_model_set, data_dir, tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "report"
+    assert pos.main(["--data", str(data_dir), "--models", str(tiny_model_set), "--out", str(out),
+                     "--regions", "heart", "--cases", "2", "--occlusion-cases", "1"]) == 0
+    report = json.loads((out / "position.json").read_text())
+    assert len(report["cases"]) == 2 and not report["includes_training_cases"]
+    s = report["summary"]["heart"]
+    assert s["cases"] == 2 and 0 <= s["region_inpainted_dice"] <= 1 and 0 <= s["region_blurred_dice"] <= 1
+    assert len(report["per_case"]["heart"]) == 2
+    for name in ("dataset.png", "transform_curves.png", "content_removal.png"):
+        assert (out / name).stat().st_size > 10_000, name
+    md = (out / "summary.md").read_text()
+    assert "| Heart | **" in md and "region inpainted / blurred Dice" in md and "2 held-out cases" in md
+
+
+def test_report_cli_refuses_a_set_with_no_held_out_case(tmp_path, dataset, data_dir, capsys):
+    from tests.conftest import make_random_model_set
+
+    every_case = dataset.cases_with_masks()
+    models = make_random_model_set(tmp_path / "all", 32, regions=("heart",), training_cases=every_case)
+    with pytest.raises(SystemExit):
+        pos.main(["--data", str(data_dir), "--models", str(models), "--out", str(tmp_path / "r")])
+    assert "--include-training-cases" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """The model set shipped in weights/: complete, within budget, and actually segmenting."""
 import json
 
+import numpy as np
+
 import pytest
 
 from cxr_dash.manifest import DEFAULT_MODEL_DIR
@@ -22,6 +24,7 @@ def test_every_region_is_described_and_within_the_size_budget(manifest):
     assert total <= 130e6
     for region, entry in manifest["regions"].items():
         assert (DEFAULT_MODEL_DIR / entry["snapshots"]).stat().st_size <= 5 * 1024 * 1024
+        assert (DEFAULT_MODEL_DIR / entry["weights"]).stat().st_size == entry["weights_bytes"], region
         assert entry["hyperparameters"]["optimizer"] and entry["training"]["cases"]
         # Compact int8 weights agree with the float model they came from (measured at export).
         assert entry["metrics"]["int8_vs_float_mask_iou"] >= 0.995
@@ -55,3 +58,41 @@ def test_test_time_augmentation_realigns_its_shifted_grids(manifest, dataset):
         j_plain = jaccard(plain[region], case.masks[region])
         j_tta = jaccard(averaged[region], case.masks[region])
         assert j_tta >= j_plain - 0.02, (region, j_plain, j_tta)
+
+
+def test_int8_export_keeps_the_masks_of_the_float_model(manifest, dataset, tmp_path):
+    """The compact format against full precision, on real cases: the shipped
+    right clavicle (the thinnest structure, the hardest for int8) with every
+    quantised kernel moved at random within its int8 step stands for the float
+    model training would have left; its export must draw the same masks."""
+    from cxr_dash.model import build_unet, load_compact, predict_probabilities, quantise, save_compact
+    from cxr_dash.preprocess import FieldOfView, prepare_input
+
+    entry = manifest["regions"]["right_clavicle"]
+    size, view = entry["input_size"], FieldOfView.parse(entry["field_of_view"])
+    float_model = build_unet(size)
+    load_compact(float_model, DEFAULT_MODEL_DIR / entry["weights"])
+    rng = np.random.default_rng(0)
+    weights = float_model.get_weights()
+    arrays = quantise(weights)
+    jittered = []
+    for i, w in enumerate(weights):
+        if f"s{i}" in arrays:                   # an int8 kernel: off the grid by up to half a step
+            scale = arrays[f"s{i}"]
+            step = np.broadcast_to(scale[:, None, :], (scale.shape[0], w.size // w.shape[-1] // scale.shape[0],
+                                                       w.shape[-1])).reshape(w.shape)
+            w = w + rng.uniform(-0.5, 0.5, w.shape).astype(np.float32) * step
+        jittered.append(w)
+    float_model.set_weights(jittered)
+    save_compact(float_model, tmp_path / "rc.npz")
+    int8_model = build_unet(size)
+    load_compact(int8_model, tmp_path / "rc.npz")
+
+    trained = set(entry["training"]["cases"])
+    cases = [c for c in dataset.cases_with_masks() if c not in trained][:4]
+    x = np.stack([prepare_input(dataset.load_image(c).pixels, size, view) for c in cases])
+    a = predict_probabilities(float_model, x) >= 0.5
+    b = predict_probabilities(int8_model, x) >= 0.5
+    assert np.abs(a.astype(int) - b).sum() > 0            # the export did change something
+    ious = [jaccard(p, q) for p, q in zip(a, b)]
+    assert np.mean(ious) >= 0.995, ious

@@ -129,12 +129,17 @@ def with_pixel_spacing(image: CurrentImage, original_spacing_mm: float) -> Curre
     return replace(image, spacing_mm=original_spacing_mm * scale)
 
 
-def remember_error(message: str) -> None:
-    st.session_state["input_error"] = message
+def remember_error(message: str, origin: tuple) -> None:
+    """``origin``: the input that failed, ("upload", file id) or ("case", case id)."""
+    st.session_state["input_error"] = (message, origin)
 
 
-def pop_error() -> str | None:
-    return st.session_state.pop("input_error", None)
+def input_error() -> str | None:
+    """The error of the input now chosen in the sidebar. It stays for as long as
+    that input does: a slider moved later must not leave a rejected file in the
+    uploader beside results that silently belong to the previous image."""
+    stored = st.session_state.get("input_error")
+    return stored[0] if stored and stored[1] == st.session_state.get("chosen_input") else None
 
 
 def handle_upload(uploaded) -> None:
@@ -143,25 +148,28 @@ def handle_upload(uploaded) -> None:
     The last good upload stays in the session, so switching to a dataset case
     and back shows it again even though the uploader widget was cleared.
     """
+    origin = ("upload", uploaded.file_id if uploaded is not None else None)
+    st.session_state["chosen_input"] = origin
     if uploaded is None or st.session_state.get("upload_id") == uploaded.file_id:
         return
     st.session_state["upload_id"] = uploaded.file_id
     try:
         st.session_state["upload_image"] = image_from_upload(uploaded.name, uploaded.getvalue())
     except ImageReadError as exc:
-        remember_error(str(exc))
+        remember_error(str(exc), origin)
     except MemoryError:
-        remember_error(f"{uploaded.name}: the image is too large to process in memory.")
+        remember_error(f"{uploaded.name}: the image is too large to process in memory.", origin)
 
 
 def handle_case(ds: SCRDataset, case_id: str | None) -> None:
+    st.session_state["chosen_input"] = ("case", case_id)
     shown = st.session_state.get("case_image")
     if not case_id or (shown is not None and shown.case_id == case_id):
         return
     try:
         st.session_state["case_image"] = image_from_case(ds, case_id)
     except (ImageReadError, FileNotFoundError) as exc:
-        remember_error(f"{case_id}: {exc}")
+        remember_error(f"{case_id}: {exc}", ("case", case_id))
 
 
 def current() -> CurrentImage | None:

@@ -2,7 +2,6 @@
 computed in ``cxr_dash``; nothing numeric is decided here."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +10,8 @@ import streamlit as st
 from cxr_dash.data import SPLIT_DESCRIPTIONS, describe_validation
 from cxr_dash.preprocess import FieldOfView
 from cxr_dash.regions import REGIONS
-from cxr_dash.render import colormap, display_rgb, outline_box, overlay_heatmap, overlay_masks
+from cxr_dash.render import (colormap, colour_bar, display_rgb, outline_box, overlay_heatmap,
+                             overlay_masks)
 from cxr_dash.report import mask_png, masks_npz, masks_zip, png_bytes, rows_csv, rows_json
 
 from . import state
@@ -73,7 +73,7 @@ def inference_settings(seg) -> bool:
              "compute; no flips, laterality is part of the task). Default: the model set's.")
 
 
-def display_settings(regions) -> DisplaySettings:
+def display_settings(regions, has_truth: bool = True) -> DisplaySettings:
     with st.sidebar.expander("Display", expanded=True):
         threshold = st.slider("Mask threshold", 0.05, 0.95, 0.5, 0.05,
                               help="Probability above which a pixel belongs to the region.")
@@ -82,22 +82,24 @@ def display_settings(regions) -> DisplaySettings:
         st.caption("Regions shown")
         visible = tuple(r for r in regions
                         if st.checkbox(REGIONS[r].display_name, True, key=f"show_{r}"))
-        show_truth = st.checkbox("Ground-truth outlines (dataset cases)", True)
+        show_truth = st.checkbox("Ground-truth outlines", True, key="show_truth") if has_truth else False
     return DisplaySettings(threshold, opacity, style, visible, show_truth)
 
 
 def _truth_outlines(ctx: Context, rgb: np.ndarray, visible) -> np.ndarray:
     if ctx.image.truth and ctx.settings.show_truth:
-        white = {r: (255, 255, 255) for r in visible}
+        # Each region's own colour, lightened: which structure an outline belongs
+        # to stays readable, and it differs from the prediction drawn in full colour.
+        light = {r: tuple(int(c + (255 - c) * 0.6) for c in REGIONS[r].colour) for r in visible}
         return overlay_masks(rgb, {r: ctx.image.truth[r] for r in visible if r in ctx.image.truth},
-                             style="outline", colours=white)
+                             style="outline", colours=light)
     return rgb
 
 
 # Readable headers and fixed decimals for the measurement keys of ``Context.measurements``.
 _MEASUREMENT_COLUMNS = {
     "name": st.column_config.TextColumn("Region"),
-    "area_cm2": st.column_config.NumberColumn("Area (cm²)", format="%.1f"),
+    "area_cm2": st.column_config.NumberColumn("Area (cm²)", format="%.2f"),
     "area_px": st.column_config.NumberColumn("Area (px)", format="%d"),
     "mean_confidence": st.column_config.NumberColumn(
         "Mean confidence", format="%.3f", help="Mean probability inside the mask"),
@@ -114,14 +116,16 @@ def overview(ctx: Context) -> None:
     rgb = overlay_masks(display_rgb(ctx.image.pixels), {r: ctx.masks[r] for r in visible},
                         s.opacity, s.style)
     rgb = _truth_outlines(ctx, rgb, visible)
-    left, right = st.columns([3, 2])
+    # With ground truth the table has three more columns: give it half the width.
+    left, right = st.columns([1, 1] if ctx.image.truth else [3, 2])
     caption = f"{ctx.image.name} — patient's right on the image's left"
     if ctx.image.truth and s.show_truth:
-        caption += "; white outlines: ground truth"
+        caption += "; light outlines: ground truth"
     left.image(rgb, caption=caption, width="stretch")
     with right:
-        st.markdown("<br>".join(colour_chip(r) for r in ctx.regions), unsafe_allow_html=True)
-        rows = ctx.measurements()
+        st.markdown("<br>".join(colour_chip(r) for r in visible) or "No region shown "
+                    "(sidebar: Regions shown).", unsafe_allow_html=True)
+        rows = [r for r in ctx.measurements() if r["region"] in visible]
         cols = ["name", "area_cm2" if ctx.image.spacing_mm else "area_px", "mean_confidence"]
         if ctx.image.truth:
             cols += ["jaccard", "dice", "mean_contour_distance_mm"]
@@ -142,7 +146,9 @@ def _probability_figure(prob: np.ndarray, region: str, max_side: int = 192):
     scale = [[float(v), "rgb({},{},{})".format(*colormap(np.array([v]))[0])] for v in stops]
     fig = go.Figure(go.Heatmap(z=small[::-1], colorscale=scale, zmin=0, zmax=1,
                                hovertemplate="p = %{z:.3f}<extra>" + REGIONS[region].display_name
-                               + "</extra>", showscale=False))
+                               + "</extra>",
+                               colorbar=dict(thickness=8, len=0.9, tickvals=[0, 0.5, 1],
+                                             tickfont=dict(size=9))))
     fig.update_layout(margin=dict(l=0, r=0, t=0, b=0), height=220,
                       xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
     return fig
@@ -166,7 +172,11 @@ def compare_regions(ctx: Context) -> None:
             ". Outside it, its probability is 0 by construction.")
     rows = {r["region"]: r for r in ctx.measurements()}
     base = display_rgb(ctx.image.pixels)
-    for col, region in zip(st.columns(len(ctx.regions)), ctx.regions):
+    shown = [r for r in ctx.regions if r in ctx.settings.visible]
+    if not shown:
+        st.info("No region shown: tick some under **Regions shown** in the sidebar.")
+        return
+    for col, region in zip(st.columns(max(len(shown), 2)), shown):
         with col:
             st.markdown(colour_chip(region), unsafe_allow_html=True)
             rgb = overlay_masks(base, {region: ctx.masks[region]}, ctx.settings.opacity,
@@ -178,7 +188,7 @@ def compare_regions(ctx: Context) -> None:
             st.plotly_chart(_probability_figure(ctx.probs[region], region), key=f"heat_{region}",
                             config={"displayModeBar": False}, theme=None)
             row = rows[region]
-            area = (f"{row['area_cm2']:.1f} cm²" if row["area_cm2"] is not None
+            area = (f"{row['area_cm2']:.2f} cm²" if row["area_cm2"] is not None
                     else f"{row['area_px']:,} px")
             st.metric("Area", area)
             st.metric("Mean confidence", "—" if row["mean_confidence"] is None
@@ -194,13 +204,35 @@ def _explanations() -> dict:
     return st.session_state.setdefault("explanations", {})
 
 
+def _remember(store: dict, key, value, limit: int = 40) -> None:
+    """Keep a result for redisplay and download; the oldest go first, so a long
+    session does not hold every heatmap it ever computed."""
+    store[key] = value
+    while len(store) > limit:
+        store.pop(next(iter(store)))
+
+
+def _occlusion_heat(result, region: str, ctx: Context) -> np.ndarray:
+    """The score drops that matter (positive), scaled to [0, 1], over the whole image."""
+    pos = np.clip(result.sensitivity, 0, None)
+    heat = pos / pos.max() if pos.max() > 0 else pos
+    return ctx.seg.to_image(heat, region, ctx.image.pixels.shape)
+
+
+def _heat_legend(target, low: str = "low", high: str = "high") -> None:
+    """The colour bar of the overlaid heatmaps (jet), with what its ends mean."""
+    target.image(colour_bar(), width="stretch")
+    target.caption(f"◀ {low} · {high} ▶ (faint below 5% of the maximum, full colour from 40%)")
+
+
 def explain_view(ctx: Context) -> None:
     from cxr_dash.explain import DEFAULT_LAYER, LAYERS, METHODS, explain
     from cxr_dash.occlusion import default_patch_and_stride, model_predictor, occlusion_sensitivity
 
     small = state.segment_small(ctx.model_key, ctx.image.key, ctx.seg, ctx.image.pixels)
     st.caption("Score explained: the region model's output summed over the region it predicts "
-               "(Seg-Grad-CAM). Heatmaps are normalised per image and region.")
+               "(Seg-Grad-CAM; its mean there for Grad-CAM++, whose exp(score) needs a bounded "
+               "score). Heatmaps are normalised per image and region.")
     c1, c2, c3 = st.columns([2, 2, 3])
     method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get)
     labels = list(LAYERS)
@@ -225,8 +257,9 @@ def explain_view(ctx: Context) -> None:
         bar = st.progress(0.0, text="Explaining…")
         for i, region in enumerate(chosen):
             if key_of(region) not in store:
-                store[key_of(region)] = explain(ctx.seg, ctx.image.pixels, region, method, layer,
-                                                ctx.settings.threshold, prob=small[region], **params)
+                _remember(store, key_of(region),
+                          explain(ctx.seg, ctx.image.pixels, region, method, layer,
+                                  ctx.settings.threshold, prob=small[region], **params))
             bar.progress((i + 1) / len(chosen), text=f"{REGIONS[region].display_name} done")
         bar.empty()
     base = display_rgb(ctx.image.pixels)
@@ -241,6 +274,7 @@ def explain_view(ctx: Context) -> None:
                 st.image(shown, width="stretch",
                          caption=f"{METHODS[method]}, {layer_label if exp.layer else 'input'} "
                                  f"— {exp.seconds:.1f} s")
+        _heat_legend(st.columns(3)[0], "no contribution", "largest contribution (per region)")
     elif chosen:
         st.info("Choose a method, layer and regions, then **Run explanation**.")
 
@@ -256,9 +290,9 @@ def explain_view(ctx: Context) -> None:
     patch = o1.slider("Patch (model pixels)", 4, size // 2, d_patch, 2,
                       help=f"The model sees {size} x {size} ({view.describe()}); one model pixel "
                            f"is {(y1 - y0) / size:.1f} image pixels here.")
-    stride = o2.slider("Stride", 2, size // 4, d_stride, 1,
+    stride = o2.slider("Stride (model pixels)", 2, size // 4, d_stride, 1,
                        help="Default: 1/16 of the input side, wider for inputs above 256 px "
-                            "so that a run costs about what it costs at 256 px (~20 s on 2 "
+                            "so that a run costs about what it costs at 256 px (~20-60 s on 2 "
                             "cores); a smaller stride gives a finer map for more time.")
     baseline = o3.selectbox("Baseline", ["black (0)", "mean grey", "blur", "white (1)"])
     base_value = {"black (0)": 0.0, "mean grey": "mean", "blur": "blur", "white (1)": 1.0}[baseline]
@@ -266,28 +300,30 @@ def explain_view(ctx: Context) -> None:
             ctx.settings.threshold)
     if st.button("Run occlusion"):
         bar = st.progress(0.0, text="Occluding…")
-        store[okey] = occlusion_sensitivity(
+        _remember(store, okey, occlusion_sensitivity(
             model_predictor(ctx.seg.model(region)), ctx.seg.prepare(ctx.image.pixels, region),
             small[region] >= ctx.settings.threshold, patch, stride, base_value,
-            progress=lambda done, total: bar.progress(done / total, text=f"{done}/{total} patches"))
+            progress=lambda done, total: bar.progress(done / total, text=f"{done}/{total} patches")))
         bar.empty()
     if okey in store:
         res = store[okey]
-        pos = np.clip(res.sensitivity, 0, None)
-        heat = pos / pos.max() if pos.max() > 0 else pos
-        heat_big = ctx.seg.to_image(heat, region, ctx.image.pixels.shape)
+        heat_big = _occlusion_heat(res, region, ctx)
         shown = overlay_masks(overlay_heatmap(base, heat_big, 0.6), {region: ctx.masks[region]},
                               style="outline")
         c1, c2 = st.columns([3, 2])
+        image_px = res.patch * (y1 - y0) / size
         c1.image(shown, width="stretch",
-                 caption=f"Score drop when a {res.patch}-px patch is hidden ({res.evaluations} "
-                         f"forward passes, {res.seconds:.1f} s)")
+                 caption=f"Score drop when a {res.patch}-model-pixel patch (~{image_px:.0f} image "
+                         f"pixels) is hidden, stride {res.stride}: {res.evaluations} forward "
+                         f"passes, {res.seconds:.1f} s")
+        _heat_legend(c1, "no drop", "largest drop")
         split = res.inside_outside(small[region] >= ctx.settings.threshold)
         c2.metric("Base score (mean probability in region)", f"{res.base_score:.3f}")
         c2.metric("Sensitivity inside the region", f"{split['inside_fraction']:.0%}",
-                  help=f"The region covers {split['region_area_fraction']:.0%} of the input; "
-                       "a share well above that means the model looks at the region itself.")
-        st.session_state.setdefault("heatmaps", {})[f"occlusion_{region}"] = heat_big
+                  help="Share of the total score drop caused by patches inside the region.")
+        c2.caption(f"The region is {split['region_area_fraction']:.0%} of the model's input: a "
+                   "share of sensitivity well above that means the model looks at the region "
+                   "itself, near it, the context.")
 
 
 def playback(seg) -> None:
@@ -298,12 +334,17 @@ def playback(seg) -> None:
         st.info("This model set has no training snapshots for this region.")
         return
     n = len(record.snapshot_epochs)
-    key = f"pb_epoch_{region}"
+    # The shown frame lives under its own key: playback advances it from the
+    # fragment, which may not write to a widget's key once the widget exists.
+    # The slider mirrors it while paused, and is hidden while playing.
+    key, slider_key = f"pb_frame_{region}", f"pb_epoch_{region}"
     st.session_state.setdefault(key, n - 1)
     playing = st.toggle("Play", key="pb_play")
-    if n > 1:
-        st.select_slider("Epoch", options=list(range(n)), key=key,
+    if n > 1 and not playing:
+        st.session_state[slider_key] = st.session_state[key]
+        st.select_slider("Epoch", options=list(range(n)), key=slider_key,
                          format_func=lambda i: str(int(record.snapshot_epochs[i])),
+                         on_change=lambda: st.session_state.update({key: st.session_state[slider_key]}),
                          help="Epochs whose validation predictions were saved.")
     case_index = 0
     if len(record.case_ids) > 1:
@@ -317,6 +358,8 @@ def playback(seg) -> None:
             st.session_state[key] = (st.session_state[key] + 1) % n
         i = st.session_state[key]
         epoch = int(record.snapshot_epochs[i])
+        if playing:
+            st.progress((i + 1) / n, text=f"Epoch {epoch} ({i + 1} of {n} snapshots)")
         prob = record.snapshot(i, case_index)
         case_id = record.case_ids[case_index] if record.case_ids else None
         left, right = st.columns([2, 3])
@@ -382,23 +425,26 @@ def _history_figure(history: list[dict], epoch: int, stage_starts=()) -> None:
         return
     ep = [h["epoch"] for h in history]
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Scatter(x=ep, y=[h["loss"] for h in history], name="training loss"),
-                  secondary_y=False)
-    fig.add_trace(go.Scatter(x=ep, y=[h.get("val_iou") for h in history], name="validation IoU"),
-                  secondary_y=True)
+    fig.add_trace(go.Scatter(x=ep, y=[h["loss"] for h in history], name="training loss (left axis)",
+                             line=dict(color="#555555")), secondary_y=False)
+    fig.add_trace(go.Scatter(x=ep, y=[h.get("val_iou") for h in history], name="validation IoU",
+                             line=dict(color="#1f77b4", width=2.5)), secondary_y=True)
     fig.add_trace(go.Scatter(x=ep, y=[h.get("val_dice") for h in history], name="validation Dice",
-                             line=dict(dash="dot")), secondary_y=True)
+                             line=dict(color="#2ca02c", dash="dot")), secondary_y=True)
     for start, size in stage_starts:
         # A new stage (e.g. fine-tuning at a higher input size) restarts the
         # optimiser: the jump in loss there is the change of resolution.
-        fig.add_vline(x=start - 0.5, line_color="#888", line_dash="dot",
-                      annotation_text=f"{size} px", annotation_position="top left")
-    fig.add_vline(x=epoch, line_color="grey", line_dash="dash")
-    fig.update_layout(height=320, margin=dict(l=0, r=0, t=10, b=0),
-                      legend=dict(orientation="h", y=-0.2))
-    fig.update_yaxes(title_text="loss", secondary_y=False)
-    fig.update_yaxes(title_text="IoU / Dice", range=[0, 1], tickmode="linear", dtick=0.2,
-                     showgrid=False, secondary_y=True)
+        fig.add_vline(x=start - 0.5, line_color="#888", line_dash="dot")
+        fig.add_annotation(x=start - 0.5, y=1.0, yref="paper", text=f"{size} px", showarrow=False,
+                           xanchor="left", yanchor="bottom", font=dict(size=10, color="#666"))
+    fig.add_vline(x=epoch, line_color="#d62728", line_dash="dash")
+    fig.update_layout(height=340, margin=dict(l=0, r=0, t=24, b=0),
+                      legend=dict(orientation="h", y=-0.25))
+    fig.update_xaxes(title_text="epoch")
+    # The right axis (IoU / Dice) carries the grid: those are the curves read against values.
+    fig.update_yaxes(title_text="loss", showgrid=False, secondary_y=False)
+    fig.update_yaxes(title_text="validation IoU / Dice", range=[0, 1], tickmode="linear", dtick=0.2,
+                     showgrid=True, secondary_y=True)
     st.plotly_chart(fig, key=f"hist_{epoch}")
 
 
@@ -423,14 +469,22 @@ def downloads(ctx: Context) -> None:
             st.download_button(f"{REGIONS[region].display_name} probability (PNG)",
                                png_bytes(colormap(ctx.probs[region])), f"{stem}_{region}_prob.png",
                                "image/png", key=f"dl_prob_{region}")
-        for name, heat in st.session_state.get("heatmaps", {}).items():
-            st.download_button(f"{name} (PNG)", png_bytes(colormap(heat, "jet")), f"{stem}_{name}.png",
-                               "image/png", key=f"dl_{name}")
-        for k, exp in _explanations().items():
-            if k[0] == "occ" or k[1] != ctx.image.key:
+        # Explanations and occlusion maps of this image and model set only,
+        # over the whole image (zero outside a clavicle model's field of view).
+        shape = ctx.image.pixels.shape
+        for k, result in _explanations().items():
+            occlusion = k[0] == "occ"
+            model_key, image_key = k[1:3] if occlusion else k[0:2]
+            if (model_key, image_key) != (ctx.model_key, ctx.image.key):
                 continue
-            name = f"{exp.method}_{exp.region}"
-            st.download_button(f"{name} (PNG)", png_bytes(colormap(exp.heatmap, "jet")),
+            if occlusion:
+                _, _, _, region, patch, stride, base_value, _ = k
+                name = f"occlusion_{region}_patch{patch}_stride{stride}_{base_value}"
+                heat = _occlusion_heat(result, region, ctx)
+            else:
+                name = f"{result.method.replace('+', 'plus')}_{result.layer or 'input'}_{result.region}"
+                heat = result.at_size(shape)
+            st.download_button(f"{name} (PNG)", png_bytes(colormap(heat, "jet")),
                                f"{stem}_{name}.png", "image/png", key=f"dl_exp_{hash(k)}")
     with c3:
         st.markdown("**Region metrics**")
@@ -455,24 +509,34 @@ def model_card(seg) -> None:
         held = met.get("heldout_1024", {})
         # Input size per training stage: "128 → 256" for a fine-tuned model.
         sizes = [s["input_size"] for s in t.get("earlier_stages", [])] + [e.get("input_size")]
+        hp = e.get("hyperparameters", {})
+        # Results first: they are what the table is read for; how they were made follows.
         rows.append({
-            "region": REGIONS[region].display_name, "input px": " → ".join(map(str, sizes)),
-            "field of view": seg.view(region).describe(),
-            "optimizer": e.get("hyperparameters", {}).get("optimizer"),
-            "lr": e.get("hyperparameters", {}).get("learning_rate"),
-            "batch": e.get("hyperparameters", {}).get("batch_size"),
-            "fold": t.get("fold"), "train cases": len(t.get("cases", [])),
-            "epochs": t.get("epochs_run"), "device": t.get("device"),
-            "held-out cases": held.get("n"),
+            "region": REGIONS[region].display_name,
             "held-out Jaccard (1024)": held.get("jaccard", {}).get("mean"),
             "held-out Dice": held.get("dice", {}).get("mean"),
-            "MCD mm": held.get("mean_contour_distance_mm", {}).get("mean"),
-            "int8 vs float IoU": met.get("int8_vs_float_mask_iou")})
-    st.dataframe(rows, hide_index=True)
+            "MCD (mm)": held.get("mean_contour_distance_mm", {}).get("mean"),
+            "HD95 (mm)": held.get("hd95_mm", {}).get("mean"),
+            "held-out cases": held.get("n"),
+            "input px": " → ".join(map(str, sizes)), "field of view": seg.view(region).describe(),
+            "optimizer": hp.get("optimizer"), "learning rate": hp.get("learning_rate"),
+            "batch": hp.get("batch_size"), "fold": t.get("fold"),
+            "train cases": len(t.get("cases", [])), "epochs": t.get("epochs_run"),
+            "device": t.get("device"), "int8 vs float IoU": met.get("int8_vs_float_mask_iou")})
+    number = st.column_config.NumberColumn
+    st.dataframe(rows, hide_index=True, column_config={
+        "held-out Jaccard (1024)": number(format="%.3f", help="Mean over the cases this model "
+                                          "did not train on, at the masks' 1024 x 1024"),
+        "held-out Dice": number(format="%.3f"), "MCD (mm)": number(format="%.2f",
+                                                                  help="Mean contour distance"),
+        "HD95 (mm)": number(format="%.2f", help="95th-percentile Hausdorff distance"),
+        "learning rate": number(format="%.2e", help="Of the last training stage"),
+        "int8 vs float IoU": number(format="%.4f", help="Masks of the stored int8 model against "
+                                    "the float model it came from")})
     st.caption("Reproduce the held-out figures: `python -m cxr_dash.evaluate --models weights` "
                "(CXR_DATA_DIR set). Training: `python -m cxr_dash.train --help`.")
-    with st.expander("manifest.json"):
-        st.code(json.dumps({k: v for k, v in m.items() if k != "regions"}, indent=1), language="json")
+    with st.expander("manifest.json (set-level fields)"):
+        st.json({k: v for k, v in m.items() if k != "regions"}, expanded=True)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -514,10 +578,11 @@ def position_view(ctx: Context) -> None:
                                           truth, occlusion=with_occlusion)
             bar.progress((i + 1) / len(chosen), text=f"{REGIONS[region].display_name} done")
         bar.empty()
-        store[key] = reports
+        _remember(store, key, reports, limit=8)
     reports = store.get(key)
     if not reports:
-        st.info("Choose regions, then **Run position tests**.")
+        st.info("**Run position tests** for the regions chosen: about a minute per region on "
+                "2 CPU cores (more at 384 px, and with occlusion).")
         return
     for col, (region, rep) in zip(st.columns(len(reports)), reports.items()):
         with col:
@@ -528,19 +593,41 @@ def position_view(ctx: Context) -> None:
                       help="+1: the mask follows shifted and zoomed anatomy; -1: it stays put.")
             st.metric("Content-free Dice", f"{s['phantom_dice']:.2f}",
                       help="Overlap of the prediction on a blank/grey/noise input with the real one.")
+            st.metric("Region removed: inpainted / blurred",
+                      f"{s['region_inpainted_dice']:.2f} / {s['region_blurred_dice']:.2f}",
+                      help="Dice with the real prediction when only the region is inpainted from "
+                           "its surroundings, or blurred away: its neighbours remain, so a mask "
+                           "drawn there comes from context (or the blurred remnant). Evidence, "
+                           "not part of the verdict.")
             if rep.occlusion:
                 st.metric("Occlusion enrichment", f"{rep.occlusion['enrichment']:.1f}x",
                           help="Share of occlusion sensitivity inside the region over its area share.")
             if rep.atlas:
                 st.metric("Atlas vs model Jaccard",
-                          f"{rep.atlas['atlas_jaccard']:.2f} / {rep.atlas['model_jaccard']:.2f}")
+                          f"{rep.atlas['atlas_jaccard']:.2f} / {rep.atlas['model_jaccard']:.2f}",
+                          help="The atlas: the mean mask of the model's training cases.")
+                if ctx.image.case_id and region in ctx.seg.regions_trained_on(ctx.image.case_id):
+                    st.caption(f"{ctx.image.case_id} is one of this model's training cases: its "
+                               "mask is part of the atlas, which flatters both.")
+                nearer = rep.atlas["nearer_atlas_than_truth"]
+                st.caption(("Prediction sits **nearer the atlas** than the ground truth does"
+                            if nearer else "Prediction sits nearer the ground truth than the atlas")
+                           + f" (Dice with the atlas {rep.atlas['pred_to_atlas_dice']:.2f}, truth's "
+                           f"{rep.atlas['truth_to_atlas_dice']:.2f}).")
             flip = rep.flip
-            st.caption(f"Flip: follows mirror {flip['follows_mirrored_anatomy']:.2f}, stays on side "
-                       f"{flip['stays_on_its_side']:.2f}")
+            st.caption(f"Horizontal flip: the new mask overlaps the mirrored mask at Dice "
+                       f"{flip['follows_mirrored_anatomy']:.2f} (follows the anatomy) and the "
+                       f"original one at {flip['stays_on_its_side']:.2f} (stays on its side).")
             with st.expander("Evidence"):
                 st.write("\n".join(f"- {e}" for e in s["evidence"]))
-    st.pyplot(pos.figure_transform_curves(reports), clear_figure=True)
-    st.pyplot(pos.figure_content_removal(reports), clear_figure=True)
+    import matplotlib.pyplot as plt
+
+    # The curves fill the width (one column per region); the bar chart is
+    # drawn for ~800 px and shown at that size, so its text matches.
+    for figure, width in ((pos.figure_transform_curves, "stretch"), (pos.figure_content_removal, 800)):
+        fig = figure(reports)
+        st.pyplot(fig, width=width)
+        plt.close(fig)   # pyplot keeps every figure alive until closed
     st.caption("Laterality is partly positional by nature: a mirrored left lung looks like a right "
                "lung, so the flip test describes, it does not judge.")
 
@@ -571,16 +658,40 @@ def search_view(seg) -> None:
     done = [t for t in trials if t["state"] == "COMPLETE"]
     st.caption(f"Study `{payload['study']}`: {len(trials)} trials, {len(done)} complete, "
                f"{sum(t['state'] == 'PRUNED' for t in trials)} pruned; exported {payload['exported']}.")
-    if done:
-        fig = px.scatter(done, x="learning_rate", y="value", color="optimizer", log_x=True,
-                         symbol="optimizer", hover_data=["number", "batch_size", "loss", "epochs"],
+    if trials:
+        # Pruned trials too (open markers, at the last IoU they reached): they show
+        # where the search stopped looking, which a plot of finished trials hides.
+        points = [{**t, "trial": "complete" if t["state"] == "COMPLETE" else "pruned (last IoU)"}
+                  for t in trials if t.get("value") is not None]
+        fig = px.scatter(points, x="learning_rate", y="value", color="optimizer", log_x=True,
+                         symbol="trial", symbol_map={"complete": "circle",
+                                                     "pruned (last IoU)": "circle-open"},
+                         color_discrete_map={"sgd": "#1f77b4", "rmsprop": "#ff7f0e", "adam": "#2ca02c"},
+                         hover_data=["number", "batch_size", "loss", "epochs"],
                          labels={"learning_rate": "learning rate", "value": "mean IoU over folds"})
+        study_trial = next((t for t in points if t.get("source") == "study table"), None)
+        if study_trial:
+            fig.add_annotation(x=np.log10(study_trial["learning_rate"]), y=study_trial["value"],
+                               text="study's combination", showarrow=True, arrowhead=2, ax=40, ay=-30)
+        fig.update_traces(marker=dict(size=10, line=dict(width=1.5)))
+        fig.update_xaxes(dtick=1, minor=dict(ticks="outside", showgrid=False), tickformat=".0e")
         fig.update_layout(height=380, margin=dict(l=0, r=0, t=10, b=0))
         st.plotly_chart(fig, key="search_scatter")
     best, published = payload.get("best"), payload.get("published", {})
-    rows = [{"": "published (study)", **{k: published.get(k) for k in ("optimizer", "learning_rate", "batch_size")},
-             "mean IoU": next((t["value"] for t in trials if t.get("source") == "study table"), None)}]
+    keys = ("optimizer", "learning_rate", "batch_size", "loss", "epochs")
+    as_run = next((t for t in trials if t.get("source") == "study table"), None)
+    rows = [{"": "published (study)", **{k: published.get(k) for k in keys}, "mean IoU": None}]
+    if as_run:
+        # The search space may not hold the published value (batch 1 among 4, 8, 16):
+        # the enqueued trial then ran the nearest one, and its IoU belongs to that.
+        rows.append({"": f"study's combination as run (trial {as_run['number']})",
+                     **{k: as_run.get(k) for k in keys}, "mean IoU": as_run.get("value")})
     if best:
-        rows.append({"": "best found", **{k: best.get(k) for k in ("optimizer", "learning_rate", "batch_size")},
-                     "loss": best.get("loss"), "epochs": best.get("epochs"), "mean IoU": best.get("value")})
-    st.dataframe(rows, hide_index=True)
+        rows.append({"": f"best found (trial {best.get('number')})", **{k: best.get(k) for k in keys},
+                     "mean IoU": best.get("value")})
+    text = ("optimizer", "loss")     # numbers stay numbers (empty cell when unknown)
+    st.dataframe([{k: ("—" if v is None and k in text else v) for k, v in row.items()} for row in rows],
+                 hide_index=True, column_config={
+                     "learning_rate": st.column_config.NumberColumn("learning rate", format="%.2e"),
+                     "batch_size": st.column_config.NumberColumn("batch"),
+                     "mean IoU": st.column_config.NumberColumn(format="%.3f")})
