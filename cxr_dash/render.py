@@ -8,9 +8,16 @@ from .preprocess import normalise_intensity
 from .regions import REGIONS
 
 
-def display_rgb(image: np.ndarray) -> np.ndarray:
-    """Any radiograph -> RGB uint8 with the same percentile window the models see."""
-    grey = (normalise_intensity(image) * 255).astype(np.uint8)
+def display_rgb(image: np.ndarray, window: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Any radiograph -> RGB uint8 with the same percentile window the models see.
+
+    ``window``: (low, high) of that [0, 1] scale stretched to full contrast, a
+    display-only window/level (the models always see the whole range)."""
+    grey = normalise_intensity(image)
+    low, high = window
+    if (low, high) != (0.0, 1.0) and high > low:
+        grey = np.clip((grey - low) / (high - low), 0, 1)
+    grey = (grey * 255).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=2)
 
 

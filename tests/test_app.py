@@ -90,7 +90,10 @@ def test_display_sliders_do_not_rerun_the_models(app, data_dir, tiny_model_set):
         app.sidebar.slider[1].set_value(0.8).run()      # opacity
         app.sidebar.radio(key="mask_style").set_value("outline").run()
         app.sidebar.checkbox(key="show_heart").uncheck().run()
-        assert not app.exception
+        app.sidebar.slider(key="window").set_value((0.2, 0.8)).run()   # display window/level
+        app.toggle(key="inspect").set_value(True).run()                # zoomable view
+        assert not app.exception, app.exception
+        assert len(app.get("plotly_chart")) == 1
         assert calls == []
         # Test-time augmentation is a model setting: it re-runs the models, once.
         app.sidebar.checkbox(key="tta").check().run()

@@ -74,3 +74,15 @@ def test_field_of_view_box_is_drawn_on_its_edges_only():
     assert not drawn[y0 + 5:y1 - 5, x0 + 5:x1 - 5].any()        # inside untouched
     assert not drawn[y1 + 1:].any() and not drawn[:, :x0].any()  # outside untouched
     assert 0.3 < drawn[y0, x0:x1].mean() < 0.8                  # dashed
+
+
+def test_display_window_stretches_a_band_of_intensities_to_full_contrast():
+    from cxr_dash.render import display_rgb
+
+    ramp = np.tile(np.linspace(0, 1000, 200, dtype=np.float32), (50, 1))
+    full, narrow = display_rgb(ramp), display_rgb(ramp, (0.25, 0.75))
+    assert np.array_equal(full, display_rgb(ramp, (0.0, 1.0)))
+    assert (narrow[..., 0] == 0).mean() > 0.2 and (narrow[..., 0] == 255).mean() > 0.2
+    assert (full[..., 0] == 0).mean() < 0.05
+    mid = ramp.shape[1] // 2
+    assert abs(int(narrow[0, mid, 0]) - 127) <= 2          # the band's centre stays mid-grey

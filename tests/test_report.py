@@ -47,3 +47,4 @@ def test_mask_archives_round_trip():
         assert sorted(z.namelist()) == ["case_heart.png", "case_left_lung.png"]
         png = np.asarray(Image.open(io.BytesIO(z.read("case_heart.png"))))
         assert np.array_equal(png > 0, masks["heart"])
+

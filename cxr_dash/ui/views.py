@@ -24,6 +24,7 @@ class DisplaySettings:
     style: str
     visible: tuple[str, ...]
     show_truth: bool
+    window: tuple[float, float] = (0.0, 1.0)
 
 
 @dataclass
@@ -39,6 +40,10 @@ class Context:
     @property
     def regions(self) -> tuple[str, ...]:
         return self.seg.regions
+
+    def base_rgb(self) -> np.ndarray:
+        """The radiograph as shown: the sidebar's display window applied."""
+        return display_rgb(self.image.pixels, self.settings.window)
 
     def measurements(self) -> list[dict]:
         return state.measurements_for(self.results_key, self.image.key, self.settings.threshold,
@@ -83,7 +88,11 @@ def display_settings(regions, has_truth: bool = True) -> DisplaySettings:
         visible = tuple(r for r in regions
                         if st.checkbox(REGIONS[r].display_name, True, key=f"show_{r}"))
         show_truth = st.checkbox("Ground-truth outlines", True, key="show_truth") if has_truth else False
-    return DisplaySettings(threshold, opacity, style, visible, show_truth)
+        window = st.slider("Intensity window", 0.0, 1.0, (0.0, 1.0), 0.01, key="window",
+                           help="Display only (window/level): stretch this band of the image's "
+                                "intensities (0 and 1: its 0.5th and 99.5th percentiles, the scale "
+                                "the models see) to full contrast. The models are not re-run.")
+    return DisplaySettings(threshold, opacity, style, visible, show_truth, window)
 
 
 def _truth_outlines(ctx: Context, rgb: np.ndarray, visible) -> np.ndarray:
@@ -113,7 +122,7 @@ _MEASUREMENT_COLUMNS = {
 def overview(ctx: Context) -> None:
     s = ctx.settings
     visible = [r for r in ctx.regions if r in s.visible]
-    rgb = overlay_masks(display_rgb(ctx.image.pixels), {r: ctx.masks[r] for r in visible},
+    rgb = overlay_masks(ctx.base_rgb(), {r: ctx.masks[r] for r in visible},
                         s.opacity, s.style)
     rgb = _truth_outlines(ctx, rgb, visible)
     # With ground truth the table has three more columns: give it half the width.
@@ -121,7 +130,14 @@ def overview(ctx: Context) -> None:
     caption = f"{ctx.image.name} — patient's right on the image's left"
     if ctx.image.truth and s.show_truth:
         caption += "; light outlines: ground truth"
-    left.image(rgb, caption=caption, width="stretch")
+    if left.toggle("Inspect: zoom, pan and read values", key="inspect",
+                   help="An interactive view: drag to zoom, double-click to reset; hover for the "
+                        "pixel's intensity and every region's probability."):
+        left.plotly_chart(_inspect_figure(ctx, rgb), key="inspect_figure",
+                          config={"scrollZoom": True, "displaylogo": False})
+        left.caption(caption)
+    else:
+        left.image(rgb, caption=caption, width="stretch")
     with right:
         st.markdown("<br>".join(colour_chip(r) for r in visible) or "No region shown "
                     "(sidebar: Regions shown).", unsafe_allow_html=True)
@@ -134,6 +150,38 @@ def overview(ctx: Context) -> None:
         if not ctx.image.spacing_mm:
             st.caption("Pixel spacing unknown for this file: areas in pixels "
                        "(enter it in the sidebar if you know it).")
+
+
+def _inspect_figure(ctx: Context, rgb: np.ndarray, image_side: int = 1024, hover_side: int = 256):
+    """The overlay as a zoomable image, in the original image's pixel coordinates,
+    under an invisible grid that reports intensity and probabilities on hover
+    (coarser than the image: the values travel to the browser as JSON)."""
+    import base64
+
+    import plotly.graph_objects as go
+
+    from cxr_dash.render import downsample_for_display
+    from cxr_dash.report import png_bytes
+
+    full_h, full_w = ctx.image.original_shape[:2]
+    shown = downsample_for_display(rgb, image_side)
+    source = "data:image/png;base64," + base64.b64encode(png_bytes(shown)).decode()
+    fig = go.Figure(go.Image(source=source, x0=0, y0=0, dx=full_w / shown.shape[1],
+                             dy=full_h / shown.shape[0], hoverinfo="skip"))
+    grey = downsample_for_display(ctx.base_rgb()[..., 0], hover_side)
+    h, w = grey.shape
+    probs = np.stack([downsample_for_display(ctx.probs[r], hover_side) for r in ctx.regions], -1)
+    xs, ys = (np.arange(w) + 0.5) * full_w / w, (np.arange(h) + 0.5) * full_h / h
+    lines = "<br>".join(f"{REGIONS[r].display_name}: %{{customdata[{i}]}}%"
+                        for i, r in enumerate(ctx.regions))
+    fig.add_trace(go.Heatmap(z=grey, x=xs, y=ys, customdata=np.round(probs * 100).astype(int),
+                             opacity=0, showscale=False, colorscale="gray",
+                             hovertemplate="x %{x:.0f}, y %{y:.0f} (original pixels)<br>"
+                                           "display intensity %{z}<br>" + lines + "<extra></extra>"))
+    fig.update_layout(height=640, margin=dict(l=0, r=0, t=0, b=0), dragmode="zoom",
+                      xaxis=dict(visible=False, range=[0, full_w]),
+                      yaxis=dict(visible=False, range=[full_h, 0], scaleanchor="x"))
+    return fig
 
 
 def _probability_figure(prob: np.ndarray, region: str, max_side: int = 192):
@@ -171,7 +219,7 @@ def compare_regions(ctx: Context) -> None:
             f"{REGIONS[r].display_name.lower()}: {ctx.seg.view(r).describe()}" for r in partial) +
             ". Outside it, its probability is 0 by construction.")
     rows = {r["region"]: r for r in ctx.measurements()}
-    base = display_rgb(ctx.image.pixels)
+    base = ctx.base_rgb()
     shown = [r for r in ctx.regions if r in ctx.settings.visible]
     if not shown:
         st.info("No region shown: tick some under **Regions shown** in the sidebar.")
@@ -262,7 +310,7 @@ def explain_view(ctx: Context) -> None:
                                   ctx.settings.threshold, prob=small[region], **params))
             bar.progress((i + 1) / len(chosen), text=f"{REGIONS[region].display_name} done")
         bar.empty()
-    base = display_rgb(ctx.image.pixels)
+    base = ctx.base_rgb()
     done = [(r, store[key_of(r)]) for r in chosen if key_of(r) in store]
     if done:
         for col, (region, exp) in zip(st.columns(max(len(done), 2)), done):
