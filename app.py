@@ -48,7 +48,7 @@ def main() -> None:
         st.error(message + ("  \nThe previous image and its results are kept and shown below."
                             if state.current() else ""))
     if view in MODEL_VIEWS:
-        MODEL_VIEWS[view](seg)
+        MODEL_VIEWS[view](seg, settings)
         return
     if image is None:
         st.info("Upload a frontal chest radiograph (PNG, JPEG, 16-bit PNG, DICOM or JSRT .IMG) "

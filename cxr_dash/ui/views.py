@@ -280,7 +280,9 @@ def explain_view(ctx: Context) -> None:
     small = state.segment_small(ctx.model_key, ctx.image.key, ctx.seg, ctx.image.pixels)
     st.caption("Score explained: the region model's output summed over the region it predicts "
                "(Seg-Grad-CAM; its mean there for Grad-CAM++, whose exp(score) needs a bounded "
-               "score). Heatmaps are normalised per image and region.")
+               "score). Heatmaps are normalised per image and region; outlines: the predicted "
+               "region" + ("; light outlines: ground truth." if ctx.image.truth and ctx.settings.show_truth
+                           else "."))
     c1, c2, c3 = st.columns([2, 2, 3])
     method = c1.selectbox("Method", list(METHODS), format_func=METHODS.get)
     labels = list(LAYERS)
@@ -317,8 +319,9 @@ def explain_view(ctx: Context) -> None:
             with col:
                 st.markdown(colour_chip(region), unsafe_allow_html=True)
                 heat = exp.at_size(ctx.image.pixels.shape)
-                shown = overlay_masks(overlay_heatmap(base, heat, ctx.settings.opacity + 0.2),
-                                      {region: ctx.masks[region]}, style="outline")
+                shown = _truth_outlines(ctx, overlay_masks(
+                    overlay_heatmap(base, heat, ctx.settings.opacity + 0.2),
+                    {region: ctx.masks[region]}, style="outline"), [region])
                 st.image(shown, width="stretch",
                          caption=f"{METHODS[method]}, {layer_label if exp.layer else 'input'} "
                                  f"— {exp.seconds:.1f} s")
@@ -356,8 +359,9 @@ def explain_view(ctx: Context) -> None:
     if okey in store:
         res = store[okey]
         heat_big = _occlusion_heat(res, region, ctx)
-        shown = overlay_masks(overlay_heatmap(base, heat_big, 0.6), {region: ctx.masks[region]},
-                              style="outline")
+        shown = _truth_outlines(ctx, overlay_masks(overlay_heatmap(base, heat_big, 0.6),
+                                                   {region: ctx.masks[region]}, style="outline"),
+                                [region])
         c1, c2 = st.columns([3, 2])
         image_px = res.patch * (y1 - y0) / size
         c1.image(shown, width="stretch",
@@ -374,7 +378,8 @@ def explain_view(ctx: Context) -> None:
                    "itself, near it, the context.")
 
 
-def playback(seg) -> None:
+def playback(seg, settings: DisplaySettings | None = None) -> None:
+    threshold, opacity = (settings.threshold, settings.opacity + 0.2) if settings else (0.5, 0.6)
     region = st.selectbox("Region", list(seg.regions), key="pb_region",
                           format_func=lambda r: REGIONS[r].display_name)
     record = _training_record(str(seg.model_dir), region, seg)
@@ -413,11 +418,11 @@ def playback(seg) -> None:
         left, right = st.columns([2, 3])
         if ds is not None and case_id and case_id in ds.image_paths:
             rgb = overlay_heatmap(_monitor_case_rgb(case_id, prob.shape[0], record.field_of_view),
-                                  prob, 0.6)
-            rgb = overlay_masks(rgb, {region: prob >= 0.5}, style="outline")
+                                  prob, opacity)
+            rgb = overlay_masks(rgb, {region: prob >= threshold}, style="outline")
             caption = f"{case_id}, epoch {epoch}: probability over the radiograph" + (
                 "" if FieldOfView.parse(record.field_of_view).is_full
-                else " (the model's field of view)")
+                else " (the model's field of view)") + f"; outline: p ≥ {threshold:.2f}"
         else:
             rgb = colormap(prob)
             caption = f"{case_id or 'monitor case'}, epoch {epoch}: probability map " \
@@ -544,7 +549,8 @@ def downloads(ctx: Context) -> None:
                            "application/json")
 
 
-def model_card(seg) -> None:
+def model_card(seg, settings: DisplaySettings | None = None) -> None:
+    """The manifest as a table. (Display settings do not apply; taken for a uniform call.)"""
     m = seg.manifest
     if m.get("label"):
         st.info(m["label"])
@@ -680,7 +686,8 @@ def position_view(ctx: Context) -> None:
                "lung, so the flip test describes, it does not judge.")
 
 
-def search_view(seg) -> None:
+def search_view(seg, settings: DisplaySettings | None = None) -> None:
+    """A tuning study's trials. (Display settings do not apply; taken for a uniform call.)"""
     import os
 
     import plotly.express as px
