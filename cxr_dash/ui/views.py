@@ -647,12 +647,12 @@ def position_view(ctx: Context) -> None:
                       help="+1: the mask follows shifted and zoomed anatomy; -1: it stays put.")
             st.metric("Content-free Dice", f"{s['phantom_dice']:.2f}",
                       help="Overlap of the prediction on a blank/grey/noise input with the real one.")
-            st.metric("Region removed: inpainted / blurred",
+            st.metric("Region-removed Dice",
                       f"{s['region_inpainted_dice']:.2f} / {s['region_blurred_dice']:.2f}",
-                      help="Dice with the real prediction when only the region is inpainted from "
-                           "its surroundings, or blurred away: its neighbours remain, so a mask "
-                           "drawn there comes from context (or the blurred remnant). Evidence, "
-                           "not part of the verdict.")
+                      help="Inpainted / blurred: Dice with the real prediction when only the "
+                           "region is inpainted from its surroundings, or blurred away. Its "
+                           "neighbours remain, so a mask drawn there comes from context (or "
+                           "the blurred remnant). Evidence, not part of the verdict.")
             if rep.occlusion:
                 st.metric("Occlusion enrichment", f"{rep.occlusion['enrichment']:.1f}x",
                           help="Share of occlusion sensitivity inside the region over its area share.")
@@ -735,7 +735,9 @@ def search_view(seg, settings: DisplaySettings | None = None) -> None:
     best, published = payload.get("best"), payload.get("published", {})
     keys = ("optimizer", "learning_rate", "batch_size", "loss", "epochs")
     as_run = next((t for t in trials if t.get("source") == "study table"), None)
-    rows = [{"": "published (study)", **{k: published.get(k) for k in keys}, "mean IoU": None}]
+    # The study trained every region with BCE + Jaccard (its table lists no loss).
+    rows = [{"": "published (study)", **{k: published.get(k) for k in keys},
+             "loss": published.get("loss", "bce_jaccard"), "mean IoU": None}]
     if as_run:
         # The search space may not hold the published value (batch 1 among 4, 8, 16):
         # the enqueued trial then ran the nearest one, and its IoU belongs to that.
