@@ -247,6 +247,23 @@ def test_search_view_shows_an_exported_study(app, tmp_path, monkeypatch):
     assert list(table["mean IoU"])[1:] == [0.80, 0.86] and table["batch_size"][0] == 1
 
 
+def test_search_view_of_a_study_without_any_iou_yet(app, tmp_path, monkeypatch):
+    import optuna
+
+    from cxr_dash.tune import export, open_study
+
+    study = open_study("heart", tmp_path)
+    study.add_trial(optuna.trial.create_trial(   # failed: a learning rate, no value
+        params={"learning_rate": 0.01},
+        distributions={"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)},
+        state=optuna.trial.TrialState.FAIL))
+    export(study, "heart", tmp_path)
+    monkeypatch.setenv("CXR_TUNE_DIR", str(tmp_path))
+    app.sidebar.radio(key="view").set_value("Hyper-parameter search").run()
+    assert not app.exception, app.exception
+    assert any("No trial of this study has reported an IoU yet" in i.value for i in app.info)
+
+
 def test_switching_between_upload_and_dataset_case_shows_the_chosen_source(app, data_dir):
     upload(app, "JPCLN034.png", real_png(data_dir), "image/png")
     app.sidebar.radio(key="source").set_value("Dataset case").run()

@@ -155,6 +155,7 @@ def handle_upload(uploaded) -> None:
     st.session_state["upload_id"] = uploaded.file_id
     try:
         st.session_state["upload_image"] = image_from_upload(uploaded.name, uploaded.getvalue())
+        st.session_state.pop("input_error", None)     # an earlier failure is history now
     except ImageReadError as exc:
         remember_error(str(exc), origin)
     except MemoryError:
@@ -162,14 +163,18 @@ def handle_upload(uploaded) -> None:
 
 
 def handle_case(ds: SCRDataset, case_id: str | None) -> None:
-    st.session_state["chosen_input"] = ("case", case_id)
+    origin = ("case", case_id)
+    st.session_state["chosen_input"] = origin
     shown = st.session_state.get("case_image")
     if not case_id or (shown is not None and shown.case_id == case_id):
         return
+    if st.session_state.get("input_error", (None, None))[1] == origin:
+        return      # failed already: not re-read from disk on every slider move
     try:
         st.session_state["case_image"] = image_from_case(ds, case_id)
+        st.session_state.pop("input_error", None)     # a case chosen again later is retried
     except (ImageReadError, FileNotFoundError) as exc:
-        remember_error(f"{case_id}: {exc}", ("case", case_id))
+        remember_error(f"{case_id}: {exc}", origin)
 
 
 def current() -> CurrentImage | None:

@@ -166,8 +166,10 @@ def _inspect_figure(ctx: Context, rgb: np.ndarray, image_side: int = 1024, hover
     full_h, full_w = ctx.image.original_shape[:2]
     shown = downsample_for_display(rgb, image_side)
     source = "data:image/png;base64," + base64.b64encode(png_bytes(shown)).decode()
-    fig = go.Figure(go.Image(source=source, x0=0, y0=0, dx=full_w / shown.shape[1],
-                             dy=full_h / shown.shape[0], hoverinfo="skip"))
+    dx, dy = full_w / shown.shape[1], full_h / shown.shape[0]
+    # Plotly centres an image's first pixel on (x0, y0): half a pixel in, its
+    # edge sits on 0, where the hover grid and the axes start.
+    fig = go.Figure(go.Image(source=source, x0=dx / 2, y0=dy / 2, dx=dx, dy=dy, hoverinfo="skip"))
     grey = downsample_for_display(ctx.base_rgb()[..., 0], hover_side)
     h, w = grey.shape
     probs = np.stack([downsample_for_display(ctx.probs[r], hover_side) for r in ctx.regions], -1)
@@ -320,7 +322,7 @@ def explain_view(ctx: Context) -> None:
                 st.markdown(colour_chip(region), unsafe_allow_html=True)
                 heat = exp.at_size(ctx.image.pixels.shape)
                 shown = _truth_outlines(ctx, overlay_masks(
-                    overlay_heatmap(base, heat, ctx.settings.opacity + 0.2),
+                    overlay_heatmap(base, heat, min(1.0, ctx.settings.opacity + 0.2)),
                     {region: ctx.masks[region]}, style="outline"), [region])
                 st.image(shown, width="stretch",
                          caption=f"{METHODS[method]}, {layer_label if exp.layer else 'input'} "
@@ -373,13 +375,13 @@ def explain_view(ctx: Context) -> None:
         c2.metric("Base score (mean probability in region)", f"{res.base_score:.3f}")
         c2.metric("Sensitivity inside the region", f"{split['inside_fraction']:.0%}",
                   help="Share of the total score drop caused by patches inside the region.")
-        c2.caption(f"The region is {split['region_area_fraction']:.0%} of the model's input: a "
-                   "share of sensitivity well above that means the model looks at the region "
-                   "itself, near it, the context.")
+        c2.caption(f"The region is {split['region_area_fraction']:.0%} of the model's input. A "
+                   "share of sensitivity well above that: the model looks at the region itself; "
+                   "near or below it: at its context.")
 
 
 def playback(seg, settings: DisplaySettings | None = None) -> None:
-    threshold, opacity = (settings.threshold, settings.opacity + 0.2) if settings else (0.5, 0.6)
+    threshold, opacity = (settings.threshold, min(1.0, settings.opacity + 0.2)) if settings else (0.5, 0.6)
     region = st.selectbox("Region", list(seg.regions), key="pb_region",
                           format_func=lambda r: REGIONS[r].display_name)
     record = _training_record(str(seg.model_dir), region, seg)
@@ -638,6 +640,7 @@ def position_view(ctx: Context) -> None:
         st.info("**Run position tests** for the regions chosen: about a minute per region on "
                 "2 CPU cores (more at 384 px, and with occlusion).")
         return
+    number = lambda v: "n/a" if v is None or v != v else f"{v:.2f}"   # NaN: nothing predicted
     for col, (region, rep) in zip(st.columns(len(reports)), reports.items()):
         with col:
             s = rep.summary
@@ -645,10 +648,10 @@ def position_view(ctx: Context) -> None:
             st.metric("Verdict", s["verdict"])
             st.metric("Anatomy-following index", f"{s['anatomy_following_index']:+.2f}",
                       help="+1: the mask follows shifted and zoomed anatomy; -1: it stays put.")
-            st.metric("Content-free Dice", f"{s['phantom_dice']:.2f}",
+            st.metric("Content-free Dice", number(s["phantom_dice"]),
                       help="Overlap of the prediction on a blank/grey/noise input with the real one.")
             st.metric("Region-removed Dice",
-                      f"{s['region_inpainted_dice']:.2f} / {s['region_blurred_dice']:.2f}",
+                      f"{number(s['region_inpainted_dice'])} / {number(s['region_blurred_dice'])}",
                       help="Inpainted / blurred: Dice with the real prediction when only the "
                            "region is inpainted from its surroundings, or blurred away. Its "
                            "neighbours remain, so a mask drawn there comes from context (or "
@@ -713,11 +716,13 @@ def search_view(seg, settings: DisplaySettings | None = None) -> None:
     done = [t for t in trials if t["state"] == "COMPLETE"]
     st.caption(f"Study `{payload['study']}`: {len(trials)} trials, {len(done)} complete, "
                f"{sum(t['state'] == 'PRUNED' for t in trials)} pruned; exported {payload['exported']}.")
-    if trials:
+    points = [{**t, "trial": "complete" if t["state"] == "COMPLETE" else "pruned (last IoU)"}
+              for t in trials if t.get("value") is not None]
+    if not points:
+        st.info("No trial of this study has reported an IoU yet.")
+    else:
         # Pruned trials too (open markers, at the last IoU they reached): they show
         # where the search stopped looking, which a plot of finished trials hides.
-        points = [{**t, "trial": "complete" if t["state"] == "COMPLETE" else "pruned (last IoU)"}
-                  for t in trials if t.get("value") is not None]
         fig = px.scatter(points, x="learning_rate", y="value", color="optimizer", log_x=True,
                          symbol="trial", symbol_map={"complete": "circle",
                                                      "pruned (last IoU)": "circle-open"},
