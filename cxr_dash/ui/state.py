@@ -122,6 +122,22 @@ def measurements_for(model_key: str, image_key: str, threshold: float, spacing_m
     return region_measurements(_probs, _masks, spacing_mm, _truth)
 
 
+@st.cache_data(max_entries=8, show_spinner="Preparing the files…")
+def download_files(model_key: str, image_key: str, threshold: float, stem: str,
+                   _masks, _probs) -> dict[str, bytes]:
+    """Mask PNGs, their ZIP, the NPZ and the probability PNGs (~2 s of
+    compression at 1024 px), built once per image and threshold rather than on
+    every rerun of the Downloads view."""
+    from cxr_dash.render import colormap
+    from cxr_dash.report import mask_png, masks_npz, masks_zip, png_bytes
+
+    files = {f"mask_{r}": mask_png(m) for r, m in _masks.items()}
+    files.update({f"prob_{r}": png_bytes(colormap(p)) for r, p in _probs.items()})
+    files["zip"] = masks_zip(_masks, stem)
+    files["npz"] = masks_npz(_masks, _probs)
+    return files
+
+
 def with_pixel_spacing(image: CurrentImage, original_spacing_mm: float) -> CurrentImage:
     """The image with a pixel spacing given for its original resolution (for
     files that carry none), converted to the working resolution."""

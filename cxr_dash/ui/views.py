@@ -12,7 +12,7 @@ from cxr_dash.preprocess import FieldOfView
 from cxr_dash.regions import REGIONS
 from cxr_dash.render import (colormap, colour_bar, display_rgb, outline_box, overlay_heatmap,
                              overlay_masks)
-from cxr_dash.report import mask_png, masks_npz, masks_zip, png_bytes, rows_csv, rows_json
+from cxr_dash.report import png_bytes, rows_csv, rows_json
 
 from . import state
 
@@ -508,21 +508,23 @@ def downloads(ctx: Context) -> None:
     st.caption(f"Masks at working resolution {ctx.image.pixels.shape[1]} x {ctx.image.pixels.shape[0]} "
                f"(original {ctx.image.original_shape[1]} x {ctx.image.original_shape[0]}), "
                f"threshold {ctx.settings.threshold:.2f}.")
+    files = state.download_files(ctx.results_key, ctx.image.key, ctx.settings.threshold, stem,
+                                 ctx.masks, ctx.probs)
     c1, c2, c3 = st.columns(3)
     with c1:
         st.markdown("**Masks**")
         for region in ctx.regions:
-            st.download_button(f"{REGIONS[region].display_name} (PNG)", mask_png(ctx.masks[region]),
+            st.download_button(f"{REGIONS[region].display_name} (PNG)", files[f"mask_{region}"],
                                f"{stem}_{region}.png", "image/png", key=f"dl_mask_{region}")
-        st.download_button("All masks (ZIP of PNGs)", masks_zip(ctx.masks, stem), f"{stem}_masks.zip",
+        st.download_button("All masks (ZIP of PNGs)", files["zip"], f"{stem}_masks.zip",
                            "application/zip")
-        st.download_button("Masks + probabilities (NPZ)", masks_npz(ctx.masks, ctx.probs),
+        st.download_button("Masks + probabilities (NPZ)", files["npz"],
                            f"{stem}_masks.npz", "application/octet-stream")
     with c2:
         st.markdown("**Heatmaps**")
         for region in ctx.regions:
             st.download_button(f"{REGIONS[region].display_name} probability (PNG)",
-                               png_bytes(colormap(ctx.probs[region])), f"{stem}_{region}_prob.png",
+                               files[f"prob_{region}"], f"{stem}_{region}_prob.png",
                                "image/png", key=f"dl_prob_{region}")
         # Explanations and occlusion maps of this image and model set only,
         # over the whole image (zero outside a clavicle model's field of view).
