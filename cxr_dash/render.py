@@ -57,7 +57,10 @@ def overlay_heatmap(base_rgb: np.ndarray, heatmap: np.ndarray, opacity: float = 
                     name: str = "jet", floor: float = 0.05, full_at: float = 0.4) -> np.ndarray:
     """Heatmap (any size, [0, 1]) blended over the image. Opacity ramps from 0
     at ``floor`` to ``opacity`` at ``full_at``: weak values stay faint, so low-level
-    noise does not paint the whole image the colour map's low end."""
+    noise does not paint the whole image the colour map's low end. An opacity
+    above 1 (callers add to the display slider's) counts as 1: beyond it the
+    blend would overshoot the colour map."""
+    opacity = min(opacity, 1.0)
     h, w = base_rgb.shape[:2]
     heat = cv2.resize(heatmap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     colour = colormap(heat, name).astype(np.float32)

@@ -86,3 +86,11 @@ def test_display_window_stretches_a_band_of_intensities_to_full_contrast():
     assert (full[..., 0] == 0).mean() < 0.05
     mid = ramp.shape[1] // 2
     assert abs(int(narrow[0, mid, 0]) - 127) <= 2          # the band's centre stays mid-grey
+
+
+def test_heatmap_opacity_above_one_counts_as_one():
+    from cxr_dash.render import overlay_heatmap
+
+    base = np.full((32, 32, 3), 100, np.uint8)
+    heat = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    assert np.array_equal(overlay_heatmap(base, heat, 1.2), overlay_heatmap(base, heat, 1.0))

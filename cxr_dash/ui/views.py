@@ -122,8 +122,8 @@ _MEASUREMENT_COLUMNS = {
 def overview(ctx: Context) -> None:
     s = ctx.settings
     visible = [r for r in ctx.regions if r in s.visible]
-    rgb = overlay_masks(ctx.base_rgb(), {r: ctx.masks[r] for r in visible},
-                        s.opacity, s.style)
+    base = ctx.base_rgb()
+    rgb = overlay_masks(base, {r: ctx.masks[r] for r in visible}, s.opacity, s.style)
     rgb = _truth_outlines(ctx, rgb, visible)
     # With ground truth the table has three more columns: give it half the width.
     left, right = st.columns([1, 1] if ctx.image.truth else [3, 2])
@@ -133,7 +133,7 @@ def overview(ctx: Context) -> None:
     if left.toggle("Inspect: zoom, pan and read values", key="inspect",
                    help="An interactive view: drag to zoom, double-click to reset; hover for the "
                         "pixel's intensity and every region's probability."):
-        left.plotly_chart(_inspect_figure(ctx, rgb), key="inspect_figure",
+        left.plotly_chart(_inspect_figure(ctx, rgb, base), key="inspect_figure",
                           config={"scrollZoom": True, "displaylogo": False})
         left.caption(caption)
     else:
@@ -152,9 +152,11 @@ def overview(ctx: Context) -> None:
                        "(enter it in the sidebar if you know it).")
 
 
-def _inspect_figure(ctx: Context, rgb: np.ndarray, image_side: int = 1024, hover_side: int = 256):
-    """The overlay as a zoomable image, in the original image's pixel coordinates,
-    under an invisible grid that reports intensity and probabilities on hover
+def _inspect_figure(ctx: Context, rgb: np.ndarray, base: np.ndarray, image_side: int = 1024,
+                    hover_side: int = 256):
+    """The overlay ``rgb`` as a zoomable image, in the original image's pixel
+    coordinates, under an invisible grid that reports the intensity of ``base``
+    (the windowed radiograph) and the probabilities on hover
     (coarser than the image: the values travel to the browser as JSON)."""
     import base64
 
@@ -170,7 +172,7 @@ def _inspect_figure(ctx: Context, rgb: np.ndarray, image_side: int = 1024, hover
     # Plotly centres an image's first pixel on (x0, y0): half a pixel in, its
     # edge sits on 0, where the hover grid and the axes start.
     fig = go.Figure(go.Image(source=source, x0=dx / 2, y0=dy / 2, dx=dx, dy=dy, hoverinfo="skip"))
-    grey = downsample_for_display(ctx.base_rgb()[..., 0], hover_side)
+    grey = downsample_for_display(base[..., 0], hover_side)
     h, w = grey.shape
     probs = np.stack([downsample_for_display(ctx.probs[r], hover_side) for r in ctx.regions], -1)
     xs, ys = (np.arange(w) + 0.5) * full_w / w, (np.arange(h) + 0.5) * full_h / h
@@ -322,7 +324,7 @@ def explain_view(ctx: Context) -> None:
                 st.markdown(colour_chip(region), unsafe_allow_html=True)
                 heat = exp.at_size(ctx.image.pixels.shape)
                 shown = _truth_outlines(ctx, overlay_masks(
-                    overlay_heatmap(base, heat, min(1.0, ctx.settings.opacity + 0.2)),
+                    overlay_heatmap(base, heat, ctx.settings.opacity + 0.2),
                     {region: ctx.masks[region]}, style="outline"), [region])
                 st.image(shown, width="stretch",
                          caption=f"{METHODS[method]}, {layer_label if exp.layer else 'input'} "
@@ -381,7 +383,7 @@ def explain_view(ctx: Context) -> None:
 
 
 def playback(seg, settings: DisplaySettings | None = None) -> None:
-    threshold, opacity = (settings.threshold, min(1.0, settings.opacity + 0.2)) if settings else (0.5, 0.6)
+    threshold, opacity = (settings.threshold, settings.opacity + 0.2) if settings else (0.5, 0.6)
     region = st.selectbox("Region", list(seg.regions), key="pb_region",
                           format_func=lambda r: REGIONS[r].display_name)
     record = _training_record(str(seg.model_dir), region, seg)
