@@ -35,14 +35,34 @@ def plausibility_warnings(image: np.ndarray, masks: dict[str, np.ndarray],
         if not cx["right_lung"] < 0.5 < cx["left_lung"]:
             warnings.append("The lungs are not on their expected sides (patient's right lung on the "
                             "image's left): a lateral view, a flipped image, or not a chest radiograph.")
+        # A mirrored image fools the side check above: the lung models follow the anatomy, so
+        # the "right lung" is drawn on the image's left, around what is really the left lung.
+        # What gives it away is asymmetry: in all 200 SCR cases the heart lies mostly on the
+        # image's right (centroid at 46-62% of the width) and the left lung is smaller than the
+        # right (area ratio 0.54-1.10); heart left of centre with the left lung the larger of
+        # the two occurs in none of them.
+        if "heart" in masks and masks["heart"].any():
+            heart_x = np.nonzero(masks["heart"])[1].mean() / w
+            if heart_x < 0.5 and area["left_lung"] > area["right_lung"]:
+                warnings.append("The heart lies on the image's left and the left lung is the larger "
+                                "one: the image may be mirrored left to right (or this is "
+                                "dextrocardia). Left/right region labels assume the patient's right "
+                                "is on the image's left.")
         # Fragmented predictions: a lung in several pieces is a sign of confusion.
         for r in lungs:
             kept = largest_component(masks[r]).sum()
             if kept < 0.85 * masks[r].sum():
                 warnings.append(f"The {r.replace('_', ' ')} prediction is fragmented.")
-        inside = np.concatenate([image[masks[r]] for r in lungs]).astype(np.float64)
-        outside = image[~(masks["right_lung"] | masks["left_lung"])].astype(np.float64)
-        if inside.size and outside.size and inside.mean() > outside.mean():
+        # Inverted grey scale: lungs brighter than the rest. Medians, not means: a dark
+        # background around a slim patient (JPCLN128) pulls the mean outside below the lungs'.
+        # The heart, when found, is the sharper reference: on all 200 SCR cases it is brighter
+        # than the lungs.
+        lung_field = masks["right_lung"] | masks["left_lung"]
+        inside, outside = image[lung_field], image[~lung_field]
+        bright_lungs = bool(inside.size and outside.size and np.median(inside) > np.median(outside))
+        if bright_lungs and "heart" in masks and masks["heart"].any():
+            bright_lungs = float(image[masks["heart"]].mean()) < float(inside.mean())
+        if bright_lungs:
             warnings.append("The predicted lung fields are brighter than their surroundings: "
                             "the image may be inverted (lungs should be dark, bone bright).")
     if probs is not None and lungs:

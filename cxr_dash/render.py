@@ -88,6 +88,7 @@ def outline_box(rgb: np.ndarray, box: tuple[int, int, int, int], colour=(255, 25
     out = rgb.copy()
     y0, y1, x0, x1 = box
     h, w = out.shape[:2]
+    y0, x0 = max(y0, 0), max(x0, 0)     # a box may reach past a non-square image's edges
     y1, x1 = min(y1, h) - 1, min(x1, w) - 1
     thick = max(1, min(h, w) // 300)
     for start in range(0, max(h, w), 2 * dash):

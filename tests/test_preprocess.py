@@ -11,7 +11,10 @@ def test_field_of_view_parses_and_validates():
     view = FieldOfView.parse([0, 0.5, 0.4, 1])
     assert view.as_list() == [0.0, 0.5, 0.4, 1.0] and not view.is_full
     assert FieldOfView.parse(view.as_list()) == view
-    assert view.box((1024, 1000)) == (0, 512, 400, 1000)
+    assert view.box((1000, 1000)) == (0, 500, 400, 1000)
+    # Non-square: fractions of the centred square frame, which may reach past the image.
+    assert view.box((1024, 1000)) == (0, 512, 398, 1012)
+    assert FULL_VIEW.box((800, 1000)) == (-100, 900, 0, 1000)
     for bad in ([0.5, 0.5, 0, 1], [0, 1.2, 0, 1], [0, 1, 0.7, 0.3], [0, 1, 0]):
         with pytest.raises(ValueError):
             FieldOfView.parse(bad)
@@ -19,25 +22,48 @@ def test_field_of_view_parses_and_validates():
 
 def test_model_input_is_the_field_of_view_of_the_whole_image_window():
     rng = np.random.default_rng(0)
-    image = (rng.random((400, 300)) * 4000).astype(np.uint16)
-    image[:200, 150:] += 3000                       # a bright quadrant: the crop's own window would differ
+    image = (rng.random((400, 400)) * 4000).astype(np.uint16)
+    image[:200, 200:] += 3000                       # a bright quadrant: the crop's own window would differ
     view = FieldOfView(0.0, 0.5, 0.5, 1.0)
     x = prepare_input(image, 32, view)
     assert x.shape == (32, 32, 3)
     # The whole image's intensity window, then the crop: a region's intensities do
     # not depend on its field of view (the crop's own window would re-stretch them).
-    expected = resize_image(normalise_intensity(image)[:200, 150:], 32)
+    expected = resize_image(normalise_intensity(image)[:200, 200:], 32)
     assert np.allclose(x[..., 0], expected, atol=1e-6)
-    assert np.abs(prepare_input(image[:200, 150:], 32)[..., 0] - expected).max() > 0.1
+    assert np.abs(prepare_input(image[:200, 200:], 32)[..., 0] - expected).max() > 0.1
+
+
+def test_non_square_image_is_completed_to_its_square_frame_not_squashed():
+    rng = np.random.default_rng(1)
+    portrait = (rng.random((120, 80)) * 4000).astype(np.uint16)
+    # Model input: the intensity window of the image itself, then its border columns
+    # repeated out to a 120 x 120 square (20 each side), then resized.
+    framed = np.pad(normalise_intensity(portrait), ((0, 0), (20, 20)), mode="edge")
+    assert np.allclose(prepare_input(portrait, 40)[..., 0], resize_image(framed, 40), atol=1e-6)
+    # A clavicle-like view of the frame: rows 0-50%, columns 0-60% of 120 = -20..52.
+    view = FieldOfView(0.0, 0.5, 0.0, 0.6)
+    assert view.box(portrait.shape) == (0, 60, -20, 52)
+    assert np.allclose(prepare_input(portrait, 36, view)[..., 0],
+                       resize_image(framed[:60, :72], 36), atol=1e-6)
+    # Back to the image: the model's map over the frame, cropped to the image's columns.
+    model_map = np.tile(np.linspace(0, 1, 36, dtype=np.float32), (36, 1))
+    back = upsample_probability(model_map, portrait.shape, view)
+    assert back.shape == (120, 80)
+    assert np.allclose(back[:60, :52], upsample_probability(model_map, (72, 72))[:60, 20:])
+    assert back[60:].max() == 0 and back[:, 52:].max() == 0
+    # Masks are completed with background, not their edge.
+    mask = np.ones((120, 80), bool)
+    assert resize_mask(mask, 12).sum() == 12 * 8
 
 
 def test_model_space_maps_return_inside_the_field_of_view_only():
     view = FieldOfView(0.0, 0.5, 0.4, 1.0)
-    back = upsample_probability(np.full((16, 16), 0.8, np.float32), (100, 200), view)
-    assert back.shape == (100, 200)
-    assert np.allclose(back[:50, 80:], 0.8) and back[50:].max() == 0 and back[:, :80].max() == 0
+    back = upsample_probability(np.full((16, 16), 0.8, np.float32), (200, 200), view)
+    assert back.shape == (200, 200)
+    assert np.allclose(back[:100, 80:], 0.8) and back[100:].max() == 0 and back[:, :80].max() == 0
     full = upsample_probability(np.full((16, 16), 0.3, np.float32), (100, 200))
-    assert np.allclose(full, 0.3)
+    assert full.shape == (100, 200) and np.allclose(full, 0.3)
 
 
 def test_mask_round_trip_through_a_field_of_view():
@@ -67,13 +93,19 @@ def test_clavicle_views_hold_every_clavicle_of_unseen_cases(dataset):
 def test_field_of_view_box_is_drawn_on_its_edges_only():
     from cxr_dash.render import outline_box
 
-    rgb = np.zeros((100, 120, 3), np.uint8)
+    rgb = np.zeros((120, 120, 3), np.uint8)
     y0, y1, x0, x1 = FieldOfView(0.0, 0.5, 0.4, 1.0).box(rgb.shape)
     drawn = outline_box(rgb, (y0, y1, x0, x1), (255, 0, 0))[..., 0] > 0
     assert drawn[y0, x0] and drawn[y1 - 1, x1 - 1]              # corners
     assert not drawn[y0 + 5:y1 - 5, x0 + 5:x1 - 5].any()        # inside untouched
     assert not drawn[y1 + 1:].any() and not drawn[:, :x0].any()  # outside untouched
     assert 0.3 < drawn[y0, x0:x1].mean() < 0.8                  # dashed
+    # On a non-square image the box may start past its edge: drawn where it is visible.
+    wide = np.zeros((100, 120, 3), np.uint8)
+    box = FieldOfView(0.0, 0.5, 0.4, 1.0).box(wide.shape)
+    assert box[0] < 0
+    drawn = outline_box(wide, box, (255, 0, 0))[..., 0] > 0
+    assert drawn[0, box[2]:box[3]].any() and drawn[:box[1], box[2]].any()
 
 
 def test_display_window_stretches_a_band_of_intensities_to_full_contrast():

@@ -1,11 +1,14 @@
 """The frontal-radiograph plausibility checks on real ground truth and its distortions."""
 import numpy as np
+import pytest
 
 from cxr_dash.quality import plausibility_warnings
 
 
-def test_real_case_with_true_masks_raises_no_warning(dataset):
-    case = dataset.load_case("JPCLN002")
+# JPCLN128: a slim patient on a dark background, darker on average than her lungs.
+@pytest.mark.parametrize("case_id", ["JPCLN002", "JPCLN128"])
+def test_real_case_with_true_masks_raises_no_warning(dataset, case_id):
+    case = dataset.load_case(case_id)
     assert plausibility_warnings(case.image, case.masks) == []
 
 
@@ -14,6 +17,18 @@ def test_mirrored_image_is_flagged(dataset):
     mirrored = {r: m[:, ::-1] for r, m in case.masks.items()}
     warnings = plausibility_warnings(case.image[:, ::-1], mirrored)
     assert any("expected sides" in w for w in warnings)
+
+
+def test_mirrored_image_is_flagged_when_the_models_follow_the_anatomy(dataset):
+    # What the shipped models really do on a mirrored radiograph: each lung model draws its
+    # lung on its usual side, around the mirrored other lung, so the side check passes.
+    case = dataset.load_case("JPCLN002")
+    mirrored = {r: m[:, ::-1] for r, m in case.masks.items()}
+    anatomical = dict(mirrored, right_lung=mirrored["left_lung"], left_lung=mirrored["right_lung"])
+    warnings = plausibility_warnings(case.image[:, ::-1], anatomical)
+    assert not any("expected sides" in w for w in warnings)
+    assert any("mirrored" in w for w in warnings)
+    assert not any("mirrored" in w for w in plausibility_warnings(case.image, case.masks))
 
 
 def test_inverted_image_is_flagged(dataset):
