@@ -90,7 +90,8 @@ def build_context(seg, image, settings, tta: bool) -> views.Context:
     masks = state.masks_for(results_key, image.key, settings.threshold, True, seg, probs)
     warnings = plausibility_warnings(image.pixels, masks, probs)
     if warnings:
-        st.warning("**This may not be a frontal chest radiograph.**\n\n" +
+        st.warning("**Check this image: it may not be a frontal chest radiograph in standard "
+                   "orientation.**\n\n" +
                    "\n".join(f"- {w}" for w in warnings[:-1]) + f"\n\n{warnings[-1]}")
     return views.Context(seg, model_key, image, probs, masks, settings, results_key)
 

@@ -271,3 +271,17 @@ def test_switching_between_upload_and_dataset_case_shows_the_chosen_source(app, 
     app.sidebar.radio(key="source").set_value("Upload").run()
     assert not app.exception
     assert "JPCLN034.png" in current_name(app)
+
+
+def test_a_mirrored_radiograph_is_flagged_with_the_shipped_models(data_dir, monkeypatch):
+    # The shipped models, not a tiny set: the warning rests on what real models draw.
+    monkeypatch.delenv("CXR_MODEL_DIR", raising=False)
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    upload(at, "JPCLN034.png", real_png(data_dir), "image/png")
+    assert not any("Check this image" in w.value for w in at.warning)
+    pixels = np.array(Image.open(io.BytesIO(real_png(data_dir))))
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels[:, ::-1])).save(buffer, format="PNG")
+    upload(at, "JPCLN034-mirrored.png", buffer.getvalue(), "image/png")
+    assert any("mirrored left to right" in w.value for w in at.warning)
