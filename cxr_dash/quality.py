@@ -35,6 +35,14 @@ def plausibility_warnings(image: np.ndarray, masks: dict[str, np.ndarray],
         if not cx["right_lung"] < 0.5 < cx["left_lung"]:
             warnings.append("The lungs are not on their expected sides (patient's right lung on the "
                             "image's left): a lateral view, a flipped image, or not a chest radiograph.")
+        # On a lateral view the two lungs project onto each other: both models claim the
+        # same field. On a frontal view the mediastinum keeps them apart (no overlap in SCR).
+        shared = float((masks["right_lung"] & masks["left_lung"]).sum())
+        smaller = float(min(masks["right_lung"].sum(), masks["left_lung"].sum()))
+        if shared > 0.10 * smaller:
+            warnings.append(f"The left and right lung predictions overlap ({shared / smaller:.0%} of "
+                            "the smaller one): the lungs may project onto each other, as on a "
+                            "lateral view.")
         # A mirrored image fools the side check above: the lung models follow the anatomy, so
         # the "right lung" is drawn on the image's left, around what is really the left lung.
         # What gives it away is asymmetry: in all 200 SCR cases the heart lies mostly on the

@@ -42,3 +42,11 @@ def test_implausible_areas_are_flagged(dataset):
     masks = dict(case.masks)
     masks["left_lung"] = np.ones_like(masks["left_lung"])
     assert any("left lung covers 100%" in w for w in plausibility_warnings(case.image, masks))
+
+
+def test_overlapping_lungs_are_flagged_as_a_possible_lateral_view(dataset):
+    case = dataset.load_case("JPCLN002")
+    masks = dict(case.masks)
+    masks["left_lung"] = masks["left_lung"] | masks["right_lung"]   # both claim the same field
+    assert any("lateral view" in w and "overlap" in w for w in plausibility_warnings(case.image, masks))
+    assert not any("overlap" in w for w in plausibility_warnings(case.image, case.masks))
