@@ -77,7 +77,7 @@ def choose_input() -> state.CurrentImage | None:
     if (image := state.current()) is not None:
         st.sidebar.caption(f"Current: **{image.name}** ({image.original_shape[1]} x "
                            f"{image.original_shape[0]})" + "".join(f" · {n}" for n in image.notes))
-        image = views.pixel_spacing_input(image)
+        image = views.orientation_input(views.pixel_spacing_input(image))
     return image
 
 
@@ -92,7 +92,9 @@ def build_context(seg, image, settings, tta: bool) -> views.Context:
     if warnings:
         st.warning("**Check this image: it may not be a frontal chest radiograph in standard "
                    "orientation.**\n\n" +
-                   "\n".join(f"- {w}" for w in warnings[:-1]) + f"\n\n{warnings[-1]}")
+                   "\n".join(f"- {w}" for w in warnings[:-1]) + f"\n\n{warnings[-1]} "
+                   "An image stored inverted or mirrored can be corrected under *Image "
+                   "corrections* in the sidebar.")
     return views.Context(seg, model_key, image, probs, masks, settings, results_key)
 
 

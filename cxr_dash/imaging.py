@@ -48,6 +48,19 @@ class Radiograph:
         return self.pixels.shape  # type: ignore[return-value]
 
 
+def reorient(pixels: np.ndarray, invert: bool = False, mirror: bool = False) -> np.ndarray:
+    """Correct an image stored the wrong way round: ``invert`` flips its grey scale within
+    its own range (lungs dark again), ``mirror`` swaps left and right (the patient's right
+    back on the image's left). The dtype and range are kept."""
+    out = pixels
+    if invert:
+        wide = out.astype(np.float64 if out.dtype.kind == "f" else np.int64)
+        out = (wide.max() + wide.min() - wide).astype(pixels.dtype)
+    if mirror:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)
+
+
 def _reason(exc: BaseException) -> str:
     """An exception's text for a user-facing message, without object reprs."""
     text = _OBJECT_REPR.sub("the file", str(exc)).strip()

@@ -273,7 +273,7 @@ def test_switching_between_upload_and_dataset_case_shows_the_chosen_source(app, 
     assert "JPCLN034.png" in current_name(app)
 
 
-def test_a_mirrored_radiograph_is_flagged_with_the_shipped_models(data_dir, monkeypatch):
+def test_a_mirrored_or_inverted_radiograph_is_flagged_and_can_be_corrected(data_dir, monkeypatch):
     # The shipped models, not a tiny set: the warning rests on what real models draw.
     monkeypatch.delenv("CXR_MODEL_DIR", raising=False)
     at = AppTest.from_file(APP, default_timeout=300)
@@ -285,3 +285,17 @@ def test_a_mirrored_radiograph_is_flagged_with_the_shipped_models(data_dir, monk
     Image.fromarray(np.ascontiguousarray(pixels[:, ::-1])).save(buffer, format="PNG")
     upload(at, "JPCLN034-mirrored.png", buffer.getvalue(), "image/png")
     assert any("mirrored left to right" in w.value for w in at.warning)
+    # Corrected in the sidebar: the models see the image the right way round again.
+    at.sidebar.checkbox(key=next(c.key for c in at.sidebar.checkbox if c.key.startswith("mirror_"))).check()
+    at.run()
+    assert not at.exception
+    assert not any("Check this image" in w.value for w in at.warning)
+    # An inverted upload: warned, and cleared by inverting it back.
+    buffer = io.BytesIO()
+    Image.fromarray(255 - pixels).save(buffer, format="PNG")
+    upload(at, "JPCLN034-inverted.png", buffer.getvalue(), "image/png")
+    assert any("Check this image" in w.value for w in at.warning)
+    at.sidebar.checkbox(key=next(c.key for c in at.sidebar.checkbox if c.key.startswith("invert_"))).check()
+    at.run()
+    assert not at.exception
+    assert not any("Check this image" in w.value for w in at.warning)

@@ -310,3 +310,15 @@ def test_dicom_float_pixel_data_is_read(keyword, bits, dtype):
 def test_a_dcm_name_on_non_dicom_bytes_says_not_dicom():
     with pytest.raises(ImageReadError, match="not a DICOM file"):
         read_image(b"hello world, not a radiograph " * 20, "x.dcm")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_reorient_inverts_within_the_image_range_and_mirrors(dtype):
+    from cxr_dash.imaging import reorient
+
+    pixels = np.array([[10, 20, 30], [40, 50, 60]], dtype=dtype)
+    inverted = reorient(pixels, invert=True)
+    assert inverted.dtype == pixels.dtype
+    assert inverted.tolist() == [[60, 50, 40], [30, 20, 10]]
+    assert reorient(pixels, mirror=True).tolist() == [[30, 20, 10], [60, 50, 40]]
+    assert reorient(reorient(pixels, True, True), True, True).tolist() == pixels.tolist()

@@ -145,6 +145,18 @@ def with_pixel_spacing(image: CurrentImage, original_spacing_mm: float) -> Curre
     return replace(image, spacing_mm=original_spacing_mm * scale)
 
 
+def reoriented(image: CurrentImage, invert: bool, mirror: bool) -> CurrentImage:
+    """The image as corrected in the sidebar, under its own cache key (its results are
+    computed once and kept beside the original's). Ground truth is mirrored with it."""
+    if not (invert or mirror):
+        return image
+    from cxr_dash.imaging import reorient
+
+    truth = {r: reorient(m, mirror=mirror) for r, m in image.truth.items()} if image.truth else None
+    return replace(image, key=f"{image.key}|{'inv' if invert else ''}{'mir' if mirror else ''}",
+                   pixels=reorient(image.pixels, invert, mirror), truth=truth)
+
+
 def remember_error(message: str, origin: tuple) -> None:
     """``origin``: the input that failed, ("upload", file id) or ("case", case id)."""
     st.session_state["input_error"] = (message, origin)

@@ -70,6 +70,19 @@ def pixel_spacing_input(image: state.CurrentImage) -> state.CurrentImage:
     return state.with_pixel_spacing(image, mm) if mm > 0 else image
 
 
+def orientation_input(image: state.CurrentImage) -> state.CurrentImage:
+    """Sidebar: correct an image stored the wrong way round before the models see it."""
+    with st.sidebar.expander("Image corrections", expanded=False):
+        invert = st.checkbox("Invert grey scale", False, key=f"invert_{image.key}",
+                             help="For an image whose lungs are bright and bones dark (e.g. a "
+                                  "MONOCHROME1 file exported without its inversion).")
+        mirror = st.checkbox("Mirror left ↔ right", False, key=f"mirror_{image.key}",
+                             help="For an image stored flipped: the patient's right must be on the "
+                                  "image's left. Masks, heatmaps and downloads then follow the "
+                                  "mirrored image, not the file.")
+    return state.reoriented(image, invert, mirror)
+
+
 def inference_settings(seg) -> bool:
     """Sidebar: whether to average four sub-pixel-shifted grids (re-runs the models)."""
     return st.sidebar.checkbox(
