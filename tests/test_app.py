@@ -298,3 +298,4 @@ def test_a_mirrored_or_inverted_radiograph_is_flagged_and_can_be_corrected(data_
         at.run()
         assert not at.exception
         assert not warned(), name
+        assert any(e.label == f"Image corrections: {name}" for e in at.sidebar.expander)

@@ -72,7 +72,10 @@ def pixel_spacing_input(image: state.CurrentImage) -> state.CurrentImage:
 
 def orientation_input(image: state.CurrentImage) -> state.CurrentImage:
     """Sidebar: correct an image stored the wrong way round before the models see it."""
-    with st.sidebar.expander("Image corrections", expanded=False):
+    # The label says what is on, so a collapsed expander does not hide a correction.
+    on = [what for what, key in (("inverted", f"invert_{image.key}"), ("mirrored", f"mirror_{image.key}"))
+          if st.session_state.get(key)]
+    with st.sidebar.expander("Image corrections" + (f": {', '.join(on)}" if on else ""), expanded=bool(on)):
         invert = st.checkbox("Invert grey scale", False, key=f"invert_{image.key}",
                              help="For an image whose lungs are bright and bones dark (e.g. a "
                                   "MONOCHROME1 file exported without its inversion).")
