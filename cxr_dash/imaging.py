@@ -322,7 +322,7 @@ def _dicom_radiograph(ds, name: str) -> Radiograph:
         notes.append(voi_note)
     if photometric == "MONOCHROME1":
         # MONOCHROME1: high values are dark. Flip so bone is bright.
-        arr = arr.max() + arr.min() - arr
+        arr = reorient(arr, invert=True)
         notes.append("MONOCHROME1 inverted to display orientation")
     return Radiograph(np.ascontiguousarray(arr), "dicom", name, _dicom_spacing(ds), notes)
 

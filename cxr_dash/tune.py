@@ -39,7 +39,7 @@ from . import data as scr
 from .cli import data_folder_argument, input_size_argument, open_dataset, positive_int, region_argument
 from .preprocess import FieldOfView
 from .regions import REGION_KEYS, get_region
-from .train import LOSSES, OPTIMIZERS, TrainConfig, fit_with_validation
+from .train import LOSSES, OPTIMIZERS, TRIAL_PARAMS, TrainConfig, fit_with_validation
 
 BATCH_SIZES = (1, 2, 4, 8, 16)
 # Search settings (``search_settings``) that fix how a trial is scored or which
@@ -218,7 +218,7 @@ def export(study, region: str, out_dir: Path) -> dict:
                "exported": time.strftime("%Y-%m-%d %H:%M:%S")}
     (out_dir / f"{region}_trials.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     if best:
-        params = {k: best[k] for k in ("optimizer", "learning_rate", "batch_size", "loss", "epochs")}
+        params = {k: best[k] for k in TRIAL_PARAMS}
         # The settings the winner was scored under travel with it: ``train
         # --from-trial`` applies them unless told otherwise.
         scored_under = {k: settings.get(k) for k in SCORING_SETTINGS} if settings else {}
@@ -251,7 +251,7 @@ def published_as_run(rows: list[dict], published: dict) -> dict | None:
                if row.get(k) is not None and not (row[k] == v or (isinstance(v, float) and
                                                                   math.isclose(row[k], v)))}
     return {"number": row["number"], "state": row["state"], "value": row["value"],
-            "params": {k: row.get(k) for k in ("optimizer", "learning_rate", "batch_size", "loss", "epochs")},
+            "params": {k: row.get(k) for k in TRIAL_PARAMS},
             "differs": differs}
 
 

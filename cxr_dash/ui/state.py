@@ -138,6 +138,16 @@ def download_files(model_key: str, image_key: str, threshold: float, stem: str,
     return files
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def heatmap_png(result_key: str, _heat_of) -> bytes:
+    """An explanation's heatmap over the image as a PNG, for download: upsampled, coloured
+    and compressed once per result (``result_key``), not on every rerun of the view."""
+    from cxr_dash.render import colormap
+    from cxr_dash.report import png_bytes
+
+    return png_bytes(colormap(_heat_of(), "jet"))
+
+
 def with_pixel_spacing(image: CurrentImage, original_spacing_mm: float) -> CurrentImage:
     """The image with a pixel spacing given for its original resolution (for
     files that carry none), converted to the working resolution."""

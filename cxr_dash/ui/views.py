@@ -3,6 +3,7 @@ computed in ``cxr_dash``; nothing numeric is decided here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import streamlit as st
@@ -179,7 +180,6 @@ def _inspect_figure(ctx: Context, rgb: np.ndarray, base: np.ndarray, image_side:
     import plotly.graph_objects as go
 
     from cxr_dash.render import downsample_for_display
-    from cxr_dash.report import png_bytes
 
     full_h, full_w = ctx.image.original_shape[:2]
     shown = downsample_for_display(rgb, image_side)
@@ -287,6 +287,15 @@ def _occlusion_heat(result, region: str, ctx: Context) -> np.ndarray:
     return ctx.seg.to_image(heat, region, ctx.image.pixels.shape)
 
 
+def _heat_with_outlines(ctx: Context, base: np.ndarray, heat: np.ndarray, region: str,
+                        opacity: float) -> np.ndarray:
+    """A heatmap over the radiograph, the region's predicted outline and (when shown) its
+    ground-truth outline on top."""
+    shown = overlay_masks(overlay_heatmap(base, heat, opacity), {region: ctx.masks[region]},
+                          style="outline")
+    return _truth_outlines(ctx, shown, [region])
+
+
 def _heat_legend(target, low: str = "low", high: str = "high") -> None:
     """The colour bar of the overlaid heatmaps (jet), with what its ends mean."""
     target.image(colour_bar(), width="stretch")
@@ -339,9 +348,7 @@ def explain_view(ctx: Context) -> None:
             with col:
                 st.markdown(colour_chip(region), unsafe_allow_html=True)
                 heat = exp.at_size(ctx.image.pixels.shape)
-                shown = _truth_outlines(ctx, overlay_masks(
-                    overlay_heatmap(base, heat, ctx.settings.opacity + 0.2),
-                    {region: ctx.masks[region]}, style="outline"), [region])
+                shown = _heat_with_outlines(ctx, base, heat, region, ctx.settings.opacity + 0.2)
                 st.image(shown, width="stretch",
                          caption=f"{METHODS[method]}, {layer_label if exp.layer else 'input'} "
                                  f"— {exp.seconds:.1f} s")
@@ -379,9 +386,7 @@ def explain_view(ctx: Context) -> None:
     if okey in store:
         res = store[okey]
         heat_big = _occlusion_heat(res, region, ctx)
-        shown = _truth_outlines(ctx, overlay_masks(overlay_heatmap(base, heat_big, 0.6),
-                                                   {region: ctx.masks[region]}, style="outline"),
-                                [region])
+        shown = _heat_with_outlines(ctx, base, heat_big, region, 0.6)
         c1, c2 = st.columns([3, 2])
         image_px = res.patch * (y1 - y0) / size
         c1.image(shown, width="stretch",
@@ -555,11 +560,11 @@ def downloads(ctx: Context) -> None:
             if occlusion:
                 _, _, _, region, patch, stride, base_value, _ = k
                 name = f"occlusion_{region}_patch{patch}_stride{stride}_{base_value}"
-                heat = _occlusion_heat(result, region, ctx)
+                heat_of = partial(_occlusion_heat, result, region, ctx)
             else:
                 name = f"{result.method.replace('+', 'plus')}_{result.layer or 'input'}_{result.region}"
-                heat = result.at_size(shape)
-            st.download_button(f"{name} (PNG)", png_bytes(colormap(heat, "jet")),
+                heat_of = partial(result.at_size, shape)
+            st.download_button(f"{name} (PNG)", state.heatmap_png(repr(k), heat_of),
                                f"{stem}_{name}.png", "image/png", key=f"dl_exp_{hash(k)}")
     with c3:
         st.markdown("**Region metrics**")
@@ -736,6 +741,7 @@ def search_view(seg, settings: DisplaySettings | None = None) -> None:
     done = [t for t in trials if t["state"] == "COMPLETE"]
     st.caption(f"Study `{payload['study']}`: {len(trials)} trials, {len(done)} complete, "
                f"{sum(t['state'] == 'PRUNED' for t in trials)} pruned; exported {payload['exported']}.")
+    as_run = next((t for t in trials if t.get("source") == "study table"), None)
     points = [{**t, "trial": "complete" if t["state"] == "COMPLETE" else "pruned (last IoU)"}
               for t in trials if t.get("value") is not None]
     if not points:
@@ -749,9 +755,8 @@ def search_view(seg, settings: DisplaySettings | None = None) -> None:
                          color_discrete_map={"sgd": "#1f77b4", "rmsprop": "#ff7f0e", "adam": "#2ca02c"},
                          hover_data=["number", "batch_size", "loss", "epochs"],
                          labels={"learning_rate": "learning rate", "value": "mean IoU over folds"})
-        study_trial = next((t for t in points if t.get("source") == "study table"), None)
-        if study_trial:
-            fig.add_annotation(x=np.log10(study_trial["learning_rate"]), y=study_trial["value"],
+        if as_run and as_run.get("value") is not None:
+            fig.add_annotation(x=np.log10(as_run["learning_rate"]), y=as_run["value"],
                                text="study's combination", showarrow=True, arrowhead=2, ax=40, ay=-30)
         fig.update_traces(marker=dict(size=10, line=dict(width=1.5)))
         fig.update_xaxes(dtick=1, minor=dict(ticks="outside", showgrid=False), tickformat=".0e")
@@ -759,7 +764,6 @@ def search_view(seg, settings: DisplaySettings | None = None) -> None:
         st.plotly_chart(fig, key="search_scatter")
     best, published = payload.get("best"), payload.get("published", {})
     keys = ("optimizer", "learning_rate", "batch_size", "loss", "epochs")
-    as_run = next((t for t in trials if t.get("source") == "study table"), None)
     # The study trained every region with BCE + Jaccard (its table lists no loss).
     rows = [{"": "published (study)", **{k: published.get(k) for k in keys},
              "loss": published.get("loss", "bce_jaccard"), "mean IoU": None}]
