@@ -88,14 +88,18 @@ def summarise_rows(rows: dict[str, list[dict]]) -> dict[str, dict]:
 
 def markdown_table(summary: dict[str, dict], title: str = "") -> str:
     lines = [f"### {title}", ""] if title else []
-    lines += ["| region | Jaccard | Dice | mean contour dist. (mm) | HD95 (mm) | Jaccard, no post-proc. | n |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["| region | Jaccard | Dice | mean contour dist. (mm) | HD95 (mm) | Jaccard, no post-proc. | n "
+              "| target | human observer | best published (SCR) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for region, s in summary.items():
         def fmt(k, digits=3):
             return f"{s[k]['mean']:.{digits}f} ± {s[k]['sd']:.{digits}f}"
+        anchors = get_region(region).anchors
+        reference = (f"{anchors.target:.2f} | {anchors.human_observer:.3f} | {anchors.best_published:.3f}"
+                     if anchors else "— | — | —")
         lines.append(f"| {get_region(region).display_name} | {fmt('jaccard')} | {fmt('dice')} | "
                      f"{fmt('mean_contour_distance_mm', 2)} | {fmt('hd95_mm', 2)} | "
-                     f"{fmt('jaccard_raw')} | {s['jaccard']['n']} |")
+                     f"{fmt('jaccard_raw')} | {s['jaccard']['n']} | {reference} |")
     return "\n".join(lines) + "\n"
 
 

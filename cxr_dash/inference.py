@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -129,7 +130,15 @@ class Segmenter:
     def warm_up(self) -> "Segmenter":
         """One dummy prediction per model: graph tracing (seconds on a CPU) is paid
         here, at load time, not by the first image a user uploads."""
-        self.predict_at_input_size(np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64))
+        # Five models traced in a row trip TensorFlow's "excessive retracing"
+        # warning, meant for one function retraced in a loop; here each traces once.
+        tf_logger = logging.getLogger("tensorflow")
+        level = tf_logger.level
+        tf_logger.setLevel(logging.ERROR)
+        try:
+            self.predict_at_input_size(np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64))
+        finally:
+            tf_logger.setLevel(level)
         return self
 
     def input_size(self, region: str) -> int:
@@ -221,10 +230,16 @@ class Segmenter:
         return {r: to_mask(p, threshold, largest_only) for r, p in probabilities.items()}
 
 
-def load_segmenter(model_dir: str | os.PathLike | None = None, regions=None) -> Segmenter:
+def load_segmenter(model_dir: str | os.PathLike | None = None, regions=None,
+                   warm_up: bool = True) -> Segmenter:
     """Load a model set (default: the project's ``weights/``).
+
+    With ``warm_up`` (the default) each model runs once on a dummy image, so
+    the first real :meth:`Segmenter.predict` is as fast as the next ones
+    instead of paying seconds of graph tracing.
 
     Raises :class:`~cxr_dash.errors.ModelSetError` with instructions when
     none has been trained yet.
     """
-    return Segmenter(model_dir or DEFAULT_MODEL_DIR, regions)
+    segmenter = Segmenter(model_dir or DEFAULT_MODEL_DIR, regions)
+    return segmenter.warm_up() if warm_up else segmenter

@@ -26,6 +26,23 @@ class Hyperparameters:
 
 
 @dataclass(frozen=True)
+class JaccardAnchors:
+    """What a region's Jaccard (at 1024 x 1024, cases not trained on) is judged against:
+    the second human observer of the SCR database (van Ginneken et al., Med Image
+    Anal 2006), the best published result under the SCR protocol, and this
+    project's target. Lungs and clavicles are one figure for both sides."""
+
+    human_observer: float
+    best_published: float
+    target: float
+
+
+LUNG_ANCHORS = JaccardAnchors(human_observer=0.946, best_published=0.961, target=0.96)
+HEART_ANCHORS = JaccardAnchors(human_observer=0.878, best_published=0.906, target=0.91)
+CLAVICLE_ANCHORS = JaccardAnchors(human_observer=0.896, best_published=0.868, target=0.90)
+
+
+@dataclass(frozen=True)
 class Region:
     key: str                      # file-system and API name, e.g. "left_lung"
     display_name: str             # what a user reads, e.g. "Left lung"
@@ -39,6 +56,7 @@ class Region:
     # Bounds with margin: over the 106 odd-fold SCR cases the clavicles span
     # rows 4-31% and columns 16-49% (right) / 51-84% (left) of the image.
     field_of_view: tuple[float, float, float, float] | None = None
+    anchors: JaccardAnchors | None = field(default=None, repr=False)
 
     @property
     def hex_colour(self) -> str:
@@ -49,15 +67,18 @@ class Region:
 REGIONS: dict[str, Region] = {
     r.key: r
     for r in (
-        Region("heart", "Heart", (213, 94, 0), Hyperparameters("sgd", 0.07879, 1)),
+        Region("heart", "Heart", (213, 94, 0), Hyperparameters("sgd", 0.07879, 1),
+               anchors=HEART_ANCHORS),
         Region("left_clavicle", "Left clavicle", (240, 228, 66),
-               Hyperparameters("sgd", 0.10000, 1), True, "right_clavicle", (0.0, 0.5, 0.4, 1.0)),
+               Hyperparameters("sgd", 0.10000, 1), True, "right_clavicle", (0.0, 0.5, 0.4, 1.0),
+               CLAVICLE_ANCHORS),
         Region("left_lung", "Left lung", (0, 114, 178),
-               Hyperparameters("sgd", 0.00358, 1), True, "right_lung"),
+               Hyperparameters("sgd", 0.00358, 1), True, "right_lung", anchors=LUNG_ANCHORS),
         Region("right_clavicle", "Right clavicle", (204, 121, 167),
-               Hyperparameters("rmsprop", 0.00035, 1), True, "left_clavicle", (0.0, 0.5, 0.0, 0.6)),
+               Hyperparameters("rmsprop", 0.00035, 1), True, "left_clavicle", (0.0, 0.5, 0.0, 0.6),
+               CLAVICLE_ANCHORS),
         Region("right_lung", "Right lung", (0, 158, 115),
-               Hyperparameters("sgd", 0.00139, 1), True, "left_lung"),
+               Hyperparameters("sgd", 0.00139, 1), True, "left_lung", anchors=LUNG_ANCHORS),
     )
 }
 

@@ -8,16 +8,26 @@ from .preprocess import normalise_intensity
 from .regions import REGIONS
 
 
-def display_rgb(image: np.ndarray, window: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+def display_rgb(image: np.ndarray, window: tuple[float, float] = (0.0, 1.0),
+                local_contrast: bool = False) -> np.ndarray:
     """Any radiograph -> RGB uint8 with the same percentile window the models see.
 
     ``window``: (low, high) of that [0, 1] scale stretched to full contrast, a
-    display-only window/level (the models always see the whole range)."""
+    display-only window/level (the models always see the whole range).
+    ``local_contrast``: contrast-limited adaptive histogram equalisation
+    (CLAHE) after the window, for washed-out films such as the JSRT scans,
+    where one global window cannot show lung detail and mediastinum at once.
+    Display only as well."""
     grey = normalise_intensity(image)
     low, high = window
     if (low, high) != (0.0, 1.0) and high > low:
         grey = np.clip((grey - low) / (high - low), 0, 1)
     grey = (grey * 255).astype(np.uint8)
+    if local_contrast:
+        # Tiles of ~1/8 of the image and a clip limit of 2: the usual radiograph
+        # setting, strong enough to lift rib and vessel detail without turning
+        # film noise into texture.
+        grey = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(grey)
     return np.repeat(grey[..., None], 3, axis=2)
 
 

@@ -58,7 +58,7 @@ def main(argv=None):
     print(f"input: {source}, shape {image.shape}, cores: {os.cpu_count()}")
 
     t = time.perf_counter()
-    seg = load_segmenter(args.models)
+    seg = load_segmenter(args.models, warm_up=False)
     print(f"model set load ({len(seg.regions)} regions, {seg.model_dir}): {time.perf_counter() - t:.2f} s")
     t = time.perf_counter()
     seg.warm_up()

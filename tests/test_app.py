@@ -91,6 +91,7 @@ def test_display_sliders_do_not_rerun_the_models(app, data_dir, tiny_model_set):
         app.sidebar.radio(key="mask_style").set_value("outline").run()
         app.sidebar.checkbox(key="show_heart").uncheck().run()
         app.sidebar.slider(key="window").set_value((0.2, 0.8)).run()   # display window/level
+        app.sidebar.checkbox(key="clahe").check().run()                # display-only CLAHE
         app.toggle(key="inspect").set_value(True).run()                # zoomable view
         assert not app.exception, app.exception
         assert len(app.get("plotly_chart")) == 1

@@ -33,6 +33,15 @@ def test_predict_returns_one_probability_map_per_region(tiny_model_set, dtype, s
         assert 0.0 <= p.min() and p.max() <= 1.0
 
 
+def test_loading_traces_each_model_so_the_first_predict_is_not_slow(tiny_model_set):
+    # Keras builds a model's predict function on its first call (graph tracing:
+    # seconds per 384 px model on a CPU); load_segmenter pays that, not predict.
+    cold = load_segmenter(tiny_model_set, regions=["heart", "left_clavicle"], warm_up=False)
+    assert all(cold.model(r).predict_function is None for r in cold.regions)
+    warm = load_segmenter(tiny_model_set, regions=["heart", "left_clavicle"])
+    assert all(warm.model(r).predict_function is not None for r in warm.regions)
+
+
 def test_predict_rejects_non_images(tiny_model_set):
     seg = load_segmenter(tiny_model_set)
     with pytest.raises(ValueError, match="2-D"):

@@ -120,6 +120,21 @@ def test_display_window_stretches_a_band_of_intensities_to_full_contrast():
     assert abs(int(narrow[0, mid, 0]) - 127) <= 2          # the band's centre stays mid-grey
 
 
+def test_local_contrast_raises_contrast_inside_a_flat_band_only_on_display():
+    from cxr_dash.render import display_rgb
+
+    # A washed-out film: faint detail (+-3 of 255) on a bright background.
+    rng = np.random.default_rng(0)
+    film = np.full((256, 256), 0.5, np.float32)
+    film[:, :128] = 220 + 3 * np.sin(np.arange(128) / 3.0)
+    film[:, 128:] = 40 + rng.normal(0, 1, (256, 128))
+    plain, enhanced = display_rgb(film), display_rgb(film, local_contrast=True)
+    assert plain.shape == enhanced.shape == (256, 256, 3)
+    detail = slice(40, 216), slice(40, 100)
+    assert enhanced[detail][..., 0].std() > 2 * plain[detail][..., 0].std()
+    assert np.array_equal(display_rgb(film), plain)        # nothing cached or altered in place
+
+
 def test_heatmap_opacity_above_one_counts_as_one():
     from cxr_dash.render import overlay_heatmap
 

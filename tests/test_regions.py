@@ -30,3 +30,24 @@ def test_region_lookup_accepts_scr_folder_spellings(spelling):
 def test_unknown_region_is_refused():
     with pytest.raises(KeyError, match="unknown region"):
         get_region("spleen")
+
+
+def test_each_region_is_judged_against_the_issue_s_anchors():
+    # Lungs / heart / clavicles: human observer, best published (SCR protocol), target.
+    expected = {"lung": (0.946, 0.961, 0.96), "heart": (0.878, 0.906, 0.91),
+                "clavicle": (0.896, 0.868, 0.90)}
+    for r in REGIONS.values():
+        a = r.anchors
+        assert (a.human_observer, a.best_published, a.target) == expected[r.key.split("_")[-1]]
+
+
+def test_evaluation_table_puts_the_anchors_beside_each_result():
+    from cxr_dash.evaluate import markdown_table
+
+    stat = {"mean": 0.9, "sd": 0.01, "n": 3}
+    keys = ("jaccard", "dice", "mean_contour_distance_mm", "hd95_mm", "jaccard_raw")
+    table = markdown_table({"heart": {k: stat for k in keys}, "right_clavicle": {k: stat for k in keys}})
+    header, _, heart, clavicle = table.strip().splitlines()
+    assert "human observer" in header and "best published" in header
+    assert heart.endswith("| 3 | 0.91 | 0.878 | 0.906 |")
+    assert clavicle.endswith("| 3 | 0.90 | 0.896 | 0.868 |")

