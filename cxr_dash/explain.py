@@ -15,6 +15,7 @@ here with the same algorithm, backend-agnostic.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import cv2
@@ -101,7 +102,7 @@ def faster_score_cam(model, x: np.ndarray, layer: str, mask: np.ndarray, max_cha
     (tf-keras-vis' softmax over one output would make every weight equal)."""
     import keras
 
-    sub = keras.Model(model.inputs, model.get_layer(layer).output)
+    sub = keras.Model(model.input, model.get_layer(layer).output)   # one tensor in, as called
     acts = np.asarray(keras.ops.convert_to_numpy(sub(x[None], training=False)))[0]  # (h, w, C)
     order = np.argsort(acts.reshape(-1, acts.shape[-1]).std(axis=0))[::-1][:max_channels]
     acts = acts[..., order]
@@ -142,9 +143,13 @@ def explain(segmenter, image, region: str, method: str = "gradcam", layer: str =
     elif method == "smoothgrad":
         from tf_keras_vis.saliency import Saliency
 
-        heat = Saliency(model, clone=False)(segmentation_score(mask), x[None],
-                                            smooth_samples=smooth_samples,
-                                            smooth_noise=smooth_noise)[0]
+        with warnings.catch_warnings():
+            # tf-keras-vis calls the model with a list of one input; Keras 3
+            # warns that the structure differs from the model's single input.
+            warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+            heat = Saliency(model, clone=False)(segmentation_score(mask), x[None],
+                                                smooth_samples=smooth_samples,
+                                                smooth_noise=smooth_noise)[0]
         # Raw gradients are speckled; a small blur shows structure, not pixels.
         heat = cv2.GaussianBlur(np.asarray(heat, np.float32), (0, 0), sigmaX=max(1.0, x.shape[0] / 128))
         params.update(smooth_samples=smooth_samples, smooth_noise=smooth_noise)
