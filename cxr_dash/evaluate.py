@@ -61,7 +61,7 @@ def evaluate_segmenter(seg: Segmenter, dataset: scr.SCRDataset, cases_by_region:
         regions = [r for r, cs in cases_by_region.items() if case_id in cs]
         image = dataset.load_image(case_id).pixels
         if tta:
-            full = seg.predict(image, regions, tta=True)
+            full = seg.predict(image, regions, tta=True, one_piece_at=None)   # raw, scored both ways
         else:
             small = seg.predict_at_input_size(image, regions)
         for region in regions:

@@ -76,6 +76,51 @@ def test_evaluate_tool_on_real_cases(tiny_model_set, dataset, tmp_path):
     assert result["protocol"] == f"cases held out by {other}"
 
 
+def test_one_piece_keeps_the_main_structure_drops_islands_and_fills_holes():
+    from cxr_dash.inference import one_piece, to_mask
+
+    prob = np.full((60, 60), 0.1, np.float32)
+    prob[5:40, 5:40] = 0.9            # the structure
+    prob[20:24, 20:24] = 0.2          # a hole in it
+    prob[50:55, 50:55] = 0.8          # a detached island
+    out = one_piece(prob)
+    assert np.array_equal(out >= 0.5, to_mask(prob))
+    assert out[50:55, 50:55].max() == 0 and out[20:24, 20:24].min() == 0.5
+    untouched = np.ones_like(prob, bool)
+    untouched[50:55, 50:55] = untouched[20:24, 20:24] = False
+    assert np.array_equal(out[untouched], prob[untouched])
+    flat = np.full((8, 8), 0.3, np.float32)       # nothing reaches the threshold: unchanged
+    assert np.array_equal(one_piece(flat), flat)
+
+
+def test_to_mask_inside_the_bounding_box_equals_the_whole_image_computation():
+    from cxr_dash.inference import to_mask
+    from cxr_dash.metrics import fill_holes, largest_component
+
+    rng = np.random.default_rng(7)
+    for trial in range(30):
+        prob = np.zeros((90, 120), np.float32)
+        for _ in range(rng.integers(1, 5)):            # blobs, some touching the border
+            y, x, r = rng.integers(0, 90), rng.integers(0, 120), rng.integers(3, 25)
+            yy, xx = np.ogrid[:90, :120]
+            prob[(yy - y) ** 2 + (xx - x) ** 2 < r * r] = 0.9
+        prob[rng.random(prob.shape) < 0.05] = 0.2      # pinholes and speckle
+        prob[rng.random(prob.shape) < 0.01] = 0.7
+        assert np.array_equal(to_mask(prob), fill_holes(largest_component(prob >= 0.5))), trial
+
+
+def test_predict_returns_maps_whose_mask_is_the_evaluated_one(tiny_model_set):
+    from cxr_dash.inference import to_mask
+
+    seg = load_segmenter(tiny_model_set, regions=["heart", "left_lung"])
+    image = np.random.default_rng(3).random((150, 130)).astype(np.float32)
+    raw, post = seg.predict(image, one_piece_at=None), seg.predict(image)
+    for region in seg.regions:
+        assert np.array_equal(post[region] >= 0.5, to_mask(raw[region]))
+    assert any(not np.array_equal(raw[r], post[r]) for r in seg.regions), \
+        "a random-weight model's speckled output should have islands to remove"
+
+
 def test_a_region_with_a_field_of_view_predicts_inside_it_only(tiny_model_set):
     from cxr_dash.regions import REGIONS
 
@@ -84,7 +129,7 @@ def test_a_region_with_a_field_of_view_predicts_inside_it_only(tiny_model_set):
     assert view.as_list() == list(REGIONS["left_clavicle"].field_of_view)
     assert seg.view("heart").is_full
     image = np.random.default_rng(1).random((240, 240)).astype(np.float32)  # non-square: test_preprocess
-    prob = seg.predict(image, ["left_clavicle"])["left_clavicle"]
+    prob = seg.predict(image, ["left_clavicle"], one_piece_at=None)["left_clavicle"]
     y0, y1, x0, x1 = view.box(image.shape)
     assert prob[y1:].max() == 0 and prob[:, :x0].max() == 0
     assert prob[y0:y1, x0:x1].min() > 0          # a sigmoid is never exactly 0

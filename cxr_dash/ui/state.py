@@ -96,8 +96,9 @@ def image_from_case(ds: SCRDataset, case_id: str) -> CurrentImage:
 
 @st.cache_data(max_entries=16, show_spinner="Segmenting five regions…")
 def segment(model_key: str, image_key: str, _seg, _pixels, tta: bool = False) -> dict[str, np.ndarray]:
-    """Probability maps at working resolution; cached per (model set, image, TTA)."""
-    return _seg.predict(_pixels, tta=tta)
+    """Raw probability maps at working resolution (the threshold is a slider, and
+    heatmaps show what the models output); cached per (model set, image, TTA)."""
+    return _seg.predict(_pixels, tta=tta, one_piece_at=None)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
