@@ -31,6 +31,20 @@ def test_mirrored_image_is_flagged_when_the_models_follow_the_anatomy(dataset):
     assert not any("mirrored" in w for w in plausibility_warnings(case.image, case.masks))
 
 
+def test_mirror_check_on_the_true_masks_of_many_cases(dataset):
+    # Every 8th development case (25): its true masks pass, and mirrored the way
+    # the models draw them (each lung on its usual side) they are flagged.
+    flagged = 0
+    cases = dataset.cases_with_masks()[::8]
+    for case_id in cases:
+        case = dataset.load_case(case_id, regions=("heart", "left_lung", "right_lung"))
+        assert not any("mirrored" in w for w in plausibility_warnings(case.image, case.masks)), case_id
+        mirrored = {r: m[:, ::-1] for r, m in case.masks.items()}
+        anatomical = dict(mirrored, right_lung=mirrored["left_lung"], left_lung=mirrored["right_lung"])
+        flagged += any("mirrored" in w for w in plausibility_warnings(case.image[:, ::-1], anatomical))
+    assert flagged == len(cases), f"{flagged} of {len(cases)} mirrored cases flagged"
+
+
 def test_inverted_image_is_flagged(dataset):
     case = dataset.load_case("JPCLN002")
     warnings = plausibility_warnings(255 - case.image, case.masks)
