@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import SPLIT_DESCRIPTIONS
 from .manifest import MANIFEST_NAME, load_json, update_region
 
 SNAPSHOT_BUDGET_BYTES = 5 * 1024 * 1024
@@ -40,12 +41,34 @@ class TrainingRecord:
             previous = stage
         return starts
 
+    def stage_splits(self) -> list[tuple[str | None, int | None]]:
+        """(training split, number of training cases) of every stage, oldest first;
+        None where a record written before stages kept them does not say."""
+        earlier = [(s.get("fold"), s.get("cases")) for s in self.stages]
+        return earlier + [(self.training.get("fold"), len(self.training.get("cases", [])) or None)]
+
+    def stage_markers(self) -> list[tuple[int, str]]:
+        """(first epoch, label) of every stage after the first, for the curves: its
+        input size, and its number of training cases where the split changed, since
+        the validation curve is then measured on other cases too."""
+        starts, splits = self.stage_starts(), self.stage_splits()
+        markers = []
+        for k, (first, size) in enumerate(starts):
+            label = f"{size} px"
+            if len(splits) == len(starts) + 1:      # history and manifest tell the same stages
+                (before, _), (split, n_cases) = splits[k], splits[k + 1]
+                if before and split and split != before and n_cases:
+                    label += f" · {n_cases} cases"
+            markers.append((first, label))
+        return markers
+
     def describe_stages(self) -> str:
         """One sentence per earlier stage, for captions ('' for a single-stage run)."""
         described = [
             f"epochs before {first}: {stage['input_size']} px, "
             f"{stage['hyperparameters'].get('optimizer', '?')} lr "
             f"{stage['hyperparameters'].get('learning_rate', '?')}"
+            + (f", {SPLIT_DESCRIPTIONS.get(stage['fold'], stage['fold'])}" if stage.get("fold") else "")
             for stage, (first, _) in zip(self.stages, self.stage_starts())]
         if not described:
             return ""
@@ -143,9 +166,11 @@ def prepend_earlier_stage(out_dir: str | Path, region: str, init_weights: str | 
     write_snapshots(out_dir / entry["snapshots"], probs, epochs, cases)
 
     earlier_epochs = offset - sum(s["epochs"] for s in earlier.stages)
+    old_training = old_entry.get("training", {})
     stage = {"input_size": old_size, "epochs": earlier_epochs,
+             "fold": old_training.get("fold"), "cases": len(old_training.get("cases", [])) or None,
              "hyperparameters": old_entry.get("hyperparameters", {}),
-             "seconds": old_entry.get("training", {}).get("seconds"),
+             "seconds": old_training.get("seconds"),
              "weights_from": str(earlier_dir)}
     training = dict(entry["training"])
     training["earlier_stages"] = earlier.stages + [stage]

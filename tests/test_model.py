@@ -202,6 +202,7 @@ def test_train_tool_writes_a_model_set(dataset, tmp_path, monkeypatch):
     record = load_record(third, read_manifest(third), "right_clavicle")
     assert [h["stage"] for h in record.history] == [1, 1, 2, 3]
     assert record.stage_starts() == [(3, 96), (4, 96)]
+    assert record.stage_markers() == [(3, "96 px"), (4, "96 px")]     # same training cases
     assert [(s["input_size"], s["epochs"]) for s in record.stages] == [(64, 2), (96, 1)]
     assert list(record.snapshot_epochs) == [1, 2, 3, 4]
 
@@ -215,6 +216,11 @@ def test_train_tool_writes_a_model_set(dataset, tmp_path, monkeypatch):
     assert not set(training["cases"]) & set(training["validation_cases"])
     assert record.case_ids == ["JPCLN104", "JPCLN034", "JPCLN004"]
     assert list(record.snapshot_epochs) == [1, 2, 3, 4, 5] and record.snapshots.shape[1] == 3
+    # The curves mark where the training cases changed (and with them the validation cases).
+    n_wider = len(training["cases"])
+    assert [s["fold"] for s in record.stages] == ["odd"] * 3
+    assert record.stage_markers() == [(3, "96 px"), (4, "96 px"), (5, f"96 px · {n_wider} cases")]
+    assert "96 px, rmsprop lr 0.00035, the odd fold" in record.describe_stages()
 
 
 def test_statistics_re_estimated_before_every_validation_when_asked(dataset, tmp_path, monkeypatch):

@@ -459,7 +459,7 @@ def playback(seg, settings: DisplaySettings | None = None) -> None:
                       "(set CXR_DATA_DIR to overlay it on the radiograph)"
         left.image(rgb, caption=caption, width="stretch")
         with right:
-            _history_figure(record.history, epoch, record.stage_starts())
+            _history_figure(record.history, epoch, record.stage_markers())
     frame()
     hp, study = record.hyperparameters, record.study_hyperparameters
     rows = [{"setting": k, "used": str(hp.get(k)), "study": str(study.get(k, "—"))} for k in hp]
@@ -499,7 +499,7 @@ def _monitor_case_rgb(case_id: str, size: int, field_of_view=None) -> np.ndarray
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def _history_figure(history: list[dict], epoch: int, stage_starts=()) -> None:
+def _history_figure(history: list[dict], epoch: int, stage_markers=()) -> None:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -514,11 +514,11 @@ def _history_figure(history: list[dict], epoch: int, stage_starts=()) -> None:
                              line=dict(color="#1f77b4", width=2.5)), secondary_y=True)
     fig.add_trace(go.Scatter(x=ep, y=[h.get("val_dice") for h in history], name="validation Dice",
                              line=dict(color="#2ca02c", dash="dot")), secondary_y=True)
-    for start, size in stage_starts:
+    for start, label in stage_markers:
         # A new stage (e.g. fine-tuning at a higher input size) restarts the
         # optimiser: the jump in loss there is the change of resolution.
         fig.add_vline(x=start - 0.5, line_color="#888", line_dash="dot")
-        fig.add_annotation(x=start - 0.5, y=1.0, yref="paper", text=f"{size} px", showarrow=False,
+        fig.add_annotation(x=start - 0.5, y=1.0, yref="paper", text=label, showarrow=False,
                            xanchor="left", yanchor="bottom", font=dict(size=10, color="#666"))
     fig.add_vline(x=epoch, line_color="#d62728", line_dash="dash")
     fig.update_layout(height=340, margin=dict(l=0, r=0, t=24, b=0),
