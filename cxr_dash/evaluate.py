@@ -25,6 +25,7 @@ from .errors import ModelSetError
 from .inference import Segmenter, to_mask
 from .manifest import read_manifest, training_cases, update_region
 from .metrics import all_metrics, dice, jaccard, summarise
+from .preprocess import content_box
 from .regions import get_region
 
 METRIC_KEYS = ("jaccard", "dice", "mean_contour_distance_mm", "hd95_mm")
@@ -60,13 +61,16 @@ def evaluate_segmenter(seg: Segmenter, dataset: scr.SCRDataset, cases_by_region:
     for i, case_id in enumerate(all_cases):
         regions = [r for r, cs in cases_by_region.items() if case_id in cs]
         image = dataset.load_image(case_id).pixels
-        if tta:
-            full = seg.predict(image, regions, tta=True, one_piece_at=None)   # raw, scored both ways
+        # predict's own path where it differs from the models' grid: TTA, or wide uniform
+        # bands it crops (none on the SCR radiographs; a user's dataset may have them).
+        whole = content_box(image) == (0, image.shape[0], 0, image.shape[1])
+        if tta or not whole:
+            full = seg.predict(image, regions, tta=tta, one_piece_at=None)   # raw, scored both ways
         else:
             small = seg.predict_at_input_size(image, regions)
         for region in regions:
             truth = dataset.load_mask(case_id, region)
-            if tta:
+            if tta or not whole:
                 prob = cv2.resize(full[region], truth.shape[::-1], interpolation=cv2.INTER_AREA) \
                     if full[region].shape != truth.shape else full[region]
             else:   # one resize, straight from the model's grid to the mask's

@@ -17,7 +17,7 @@ import numpy as np
 from .errors import ImageReadError, ModelSetError
 from .manifest import DEFAULT_MODEL_DIR, MANIFEST_NAME, read_manifest, training_cases
 from .metrics import fill_holes, largest_component
-from .preprocess import FieldOfView, prepare_input, resize_mask, upsample_probability
+from .preprocess import FieldOfView, content_box, prepare_input, resize_mask, upsample_probability
 from .regions import REGION_KEYS
 
 
@@ -226,7 +226,7 @@ class Segmenter:
         return bool(self.manifest.get("test_time_augmentation", False))
 
     def predict(self, image, regions=None, tta: bool | None = None,
-                one_piece_at: float | None = 0.5) -> dict[str, np.ndarray]:
+                one_piece_at: float | None = 0.5, trim_borders: bool = True) -> dict[str, np.ndarray]:
         """{region: float32 probability map at the image's own size}.
 
         ``tta``: average over :data:`TTA_SHIFTS` (4 forward passes per region);
@@ -236,8 +236,16 @@ class Segmenter:
         islands 0, holes raised to it) and thresholding them at 0.5 gives the
         evaluated masks; None returns the models' raw output (the app's
         heatmaps, whose threshold is a slider).
+        ``trim_borders``: the models see the image without its wide uniform edge bands
+        (:func:`~cxr_dash.preprocess.content_box`: padding, a letterbox, a scan's
+        margin), and the maps are 0 over them; a no-op on SCR radiographs.
         """
-        probs = self._predict_raw(image, regions, tta)
+        image = as_grayscale(image)
+        h, w = image.shape
+        y0, y1, x0, x1 = content_box(image) if trim_borders else (0, h, 0, w)
+        probs = self._predict_raw(image[y0:y1, x0:x1], regions, tta)
+        if (y0, y1, x0, x1) != (0, h, 0, w):
+            probs = {r: np.pad(p, ((y0, h - y1), (x0, w - x1))) for r, p in probs.items()}
         if one_piece_at is None:
             return probs
         return {r: one_piece(p, one_piece_at) for r, p in probs.items()}

@@ -177,6 +177,24 @@ def test_sixteen_bit_png_upload(app, data_dir):
     assert "case16.png" in current_name(app)
 
 
+def test_a_padded_upload_is_cropped_to_its_content_and_can_be_kept_whole(app, data_dir):
+    pixels = np.array(Image.open(io.BytesIO(real_png(data_dir))))
+    buffer = io.BytesIO()
+    Image.fromarray(np.pad(pixels, ((200, 200), (0, 0)))).save(buffer, format="PNG")   # letterboxed
+    upload(app, "padded.png", buffer.getvalue(), "image/png")
+    assert any(e.label == "Image corrections: border cropped" for e in app.sidebar.expander)
+    crop = next(c for c in app.sidebar.checkbox if c.key.startswith("crop_"))
+    assert crop.value and "top" in crop.label and "bottom" in crop.label and "left" not in crop.label
+    app.sidebar.radio(key="view").set_value("Downloads").run()
+    # 1024 x 1424 is worked on at 736 x 1024; its 144-px bands are cropped for every view.
+    (caption,) = [c.value for c in app.caption if c.value.startswith("Masks at working resolution")]
+    assert caption.startswith("Masks at working resolution 736 x 7") and "border cropped" in caption
+    app.sidebar.checkbox(key=crop.key).uncheck().run()
+    assert not app.exception and not app.error
+    (caption,) = [c.value for c in app.caption if c.value.startswith("Masks at working resolution")]
+    assert caption.startswith("Masks at working resolution 736 x 1024") and "cropped" not in caption
+
+
 def test_dataset_case_is_scored_against_ground_truth(app, data_dir):
     app.sidebar.radio(key="source").set_value("Dataset case").run()
     assert not app.exception

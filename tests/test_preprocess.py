@@ -141,3 +141,55 @@ def test_heatmap_opacity_above_one_counts_as_one():
     base = np.full((32, 32, 3), 100, np.uint8)
     heat = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
     assert np.array_equal(overlay_heatmap(base, heat, 1.2), overlay_heatmap(base, heat, 1.0))
+
+
+def _textured(h, w, seed=0):
+    """Anatomy stand-in: smooth structure plus grain, nothing flat along any line."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    return (120 + 60 * np.sin(xx / 23.0) * np.cos(yy / 31.0) + rng.normal(0, 8, (h, w))).astype(np.float32)
+
+
+@pytest.mark.parametrize("level", [0.0, 255.0, 120.0])
+def test_content_box_finds_wide_uniform_bands_whatever_their_level(level):
+    from cxr_dash.preprocess import content_box
+
+    padded = np.full((1300, 1200), level, np.float32)
+    padded[150:1150, 200:1000] = _textured(1000, 800)
+    padded += np.random.default_rng(1).normal(0, 1.5, padded.shape)      # a scanned margin's noise
+    y0, y1, x0, x1 = content_box(padded)
+    # Never more than the bands, at most a few pixels of them left.
+    assert 150 - 4 <= y0 <= 150 and 1150 <= y1 <= 1150 + 4
+    assert 200 - 4 <= x0 <= 200 and 1000 <= x1 <= 1000 + 4
+
+
+def test_content_box_keeps_narrow_bands_and_unpadded_images():
+    from cxr_dash.preprocess import BORDER_MIN_FRACTION, content_box
+
+    image = _textured(1000, 1000)
+    assert content_box(image) == (0, 1000, 0, 1000)
+    # A band under BORDER_MIN_FRACTION of the side (SCR's own scanner margins reach 3.9%) stays.
+    narrow = image.copy()
+    narrow[-int(0.04 * 1000):] = 0
+    assert BORDER_MIN_FRACTION > 0.04 and content_box(narrow) == (0, 1000, 0, 1000)
+    wide = image.copy()
+    wide[-100:] = 0
+    assert content_box(wide) == (0, 900, 0, 1000)
+    # Burned-in text in a band stops the band there: the crop keeps the text, cuts no anatomy.
+    labelled = wide.copy()
+    labelled[-60:-40, 100:300] = 255
+    assert content_box(labelled)[1] >= 1000 - 40
+    # Blank or almost blank: nothing sensible to crop to.
+    assert content_box(np.zeros((500, 400))) == (0, 500, 0, 400)
+    speck = np.zeros((500, 400))
+    speck[240:260, 190:210] = 1
+    assert content_box(speck) == (0, 500, 0, 400)
+
+
+def test_content_box_leaves_every_development_radiograph_as_it_is(dataset):
+    """The models were trained on these frames, bands of up to 3.9% of a side included."""
+    from cxr_dash.preprocess import content_box
+
+    for case_id in dataset.cases_with_masks():
+        pixels = dataset.load_image(case_id).pixels
+        assert content_box(pixels) == (0, pixels.shape[0], 0, pixels.shape[1]), case_id

@@ -96,3 +96,27 @@ def test_int8_export_keeps_the_masks_of_the_float_model(manifest, dataset, tmp_p
     assert np.abs(a.astype(int) - b).sum() > 0            # the export did change something
     ious = [jaccard(p, q) for p, q in zip(a, b)]
     assert np.mean(ious) >= 0.995, ious
+
+
+def test_a_padded_radiograph_is_segmented_as_if_it_had_no_border(manifest, dataset):
+    """A held-out case framed in a 20% white border (a padded export): predict crops the
+    border, so the masks match those of the case as stored and stay out of the band;
+    shown the border, the models lose 0.01-0.06 Jaccard per region (scripts/borders.py)."""
+    from cxr_dash import load_segmenter
+
+    seg = load_segmenter()
+    trained = set().union(*(set(e["training"]["cases"]) for e in manifest["regions"].values()))
+    case = dataset.load_case(next(c for c in dataset.cases_with_masks() if c not in trained))
+    pad = case.image.shape[0] // 5
+    padded = np.pad(case.image.astype(np.float32), pad, constant_values=float(case.image.max()))
+    inside = (slice(pad, -pad), slice(pad, -pad))
+    plain = seg.masks(seg.predict(case.image))
+    trimmed = seg.masks(seg.predict(padded))
+    seen = seg.masks(seg.predict(padded, trim_borders=False))
+    for region in seg.regions:
+        assert not trimmed[region][:pad].any() and not trimmed[region][-pad:].any(), region
+        assert jaccard(trimmed[region][inside], plain[region]) > 0.97, region
+    def mean_jaccard(masks):
+        return np.mean([jaccard(masks[r][inside], case.masks[r]) for r in seg.regions])
+
+    assert mean_jaccard(trimmed) > mean_jaccard(seen) + 0.01, (mean_jaccard(trimmed), mean_jaccard(seen))

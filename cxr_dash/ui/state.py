@@ -34,6 +34,9 @@ class CurrentImage:
     case_id: str | None = None
     truth: dict[str, np.ndarray] | None = None
     notes: list[str] = field(default_factory=list)
+    # (y0, y1, x0, x1) of ``pixels`` inside their wide uniform edge bands, found once
+    # at decoding; None when there are none (cxr_dash.preprocess.content_box).
+    content: tuple[int, int, int, int] | None = None
 
 
 def model_dir() -> Path:
@@ -75,13 +78,20 @@ def _working_copy(pixels: np.ndarray, spacing: float | None):
     return small, (spacing * scale if spacing else None)
 
 
+def _content(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
+    from cxr_dash.preprocess import content_box
+
+    box = content_box(pixels)
+    return None if box == (0, pixels.shape[0], 0, pixels.shape[1]) else box
+
+
 def image_from_upload(name: str, data: bytes) -> CurrentImage:
     """Decode an upload (in memory). Raises ImageReadError with a user-facing message."""
     radiograph = read_image(data, name)
     small, spacing = _working_copy(radiograph.pixels, radiograph.pixel_spacing_mm)
     digest = hashlib.sha1(data).hexdigest()[:16]
     return CurrentImage(digest, name, small, radiograph.shape, spacing, "upload",
-                        notes=radiograph.notes)
+                        notes=radiograph.notes, content=_content(small))
 
 
 def image_from_case(ds: SCRDataset, case_id: str) -> CurrentImage:
@@ -91,14 +101,16 @@ def image_from_case(ds: SCRDataset, case_id: str) -> CurrentImage:
              if m.shape != small.shape else m for r, m in case.masks.items()}
     spacing = SCR_MASK_SPACING_MM * 1024 / small.shape[0]
     return CurrentImage(f"case-{case_id}", case_id, small, case.image.shape, spacing, "dataset",
-                        case_id, truth)
+                        case_id, truth, content=_content(small))
 
 
 @st.cache_data(max_entries=16, show_spinner="Segmenting five regions…")
 def segment(model_key: str, image_key: str, _seg, _pixels, tta: bool = False) -> dict[str, np.ndarray]:
     """Raw probability maps at working resolution (the threshold is a slider, and
-    heatmaps show what the models output); cached per (model set, image, TTA)."""
-    return _seg.predict(_pixels, tta=tta, one_piece_at=None)
+    heatmaps show what the models output); cached per (model set, image, TTA).
+    Uniform borders are cropped, or kept, in *Image corrections* (``corrected``), which
+    every view follows: ``predict`` must not crop them behind its back."""
+    return _seg.predict(_pixels, tta=tta, one_piece_at=None, trim_borders=False)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -156,16 +168,38 @@ def with_pixel_spacing(image: CurrentImage, original_spacing_mm: float) -> Curre
     return replace(image, spacing_mm=original_spacing_mm * scale)
 
 
-def reoriented(image: CurrentImage, invert: bool, mirror: bool) -> CurrentImage:
+def corrected(image: CurrentImage, invert: bool, mirror: bool, crop_border: bool = False) -> CurrentImage:
     """The image as corrected in the sidebar, under its own cache key (its results are
-    computed once and kept beside the original's). Ground truth is mirrored with it."""
-    if not (invert or mirror):
+    computed once and kept beside the original's). Ground truth is cropped and
+    mirrored with it.
+
+    ``crop_border`` cuts the wide uniform bands found at decoding (``content``), so
+    that every view, explanations and position tests included, works on what the
+    models segment, not only ``predict``, which trims them by itself.
+    """
+    crop = crop_border and image.content is not None
+    if not (invert or mirror or crop):
         return image
     from cxr_dash.imaging import reorient
 
-    truth = {r: reorient(m, mirror=mirror) for r, m in image.truth.items()} if image.truth else None
-    return replace(image, key=f"{image.key}|{'inv' if invert else ''}{'mir' if mirror else ''}",
-                   pixels=reorient(image.pixels, invert, mirror), truth=truth)
+    y0, y1, x0, x1 = image.content if crop else (0, None, 0, None)
+
+    def fix(a: np.ndarray, contrast: bool = False) -> np.ndarray:
+        return reorient(a[y0:y1, x0:x1], invert and contrast, mirror)
+
+    truth = {r: fix(m) for r, m in image.truth.items()} if image.truth else None
+    notes = image.notes + ([f"uniform border cropped: {describe_border(image)}"] if crop else [])
+    return replace(image, key=f"{image.key}|{'inv' if invert else ''}{'mir' if mirror else ''}"
+                              f"{'crop' if crop else ''}",
+                   pixels=fix(image.pixels, contrast=True), truth=truth, notes=notes,
+                   content=None if crop else image.content)
+
+
+def describe_border(image: CurrentImage) -> str:
+    """The bands ``content`` leaves out, in working-copy pixels: 'top 102, bottom 102 px'."""
+    (h, w), (y0, y1, x0, x1) = image.pixels.shape, image.content
+    return ", ".join(f"{side} {n}" for side, n in (("top", y0), ("bottom", h - y1), ("left", x0),
+                                                   ("right", w - x1)) if n) + " px"
 
 
 def remember_error(message: str, origin: tuple) -> None:

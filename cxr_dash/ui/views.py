@@ -73,11 +73,23 @@ def pixel_spacing_input(image: state.CurrentImage) -> state.CurrentImage:
 
 
 def orientation_input(image: state.CurrentImage) -> state.CurrentImage:
-    """Sidebar: correct an image stored the wrong way round before the models see it."""
+    """Sidebar: correct an image stored the wrong way round, or framed in wide uniform
+    bands, before the models see it."""
+    crop_key = f"crop_{image.key}"
+    if image.content is not None and crop_key not in st.session_state:
+        st.session_state[crop_key] = True      # on when found: the models expect no such bands
     # The label says what is on, so a collapsed expander does not hide a correction.
-    on = [what for what, key in (("inverted", f"invert_{image.key}"), ("mirrored", f"mirror_{image.key}"))
+    on = [what for what, key in (("inverted", f"invert_{image.key}"), ("mirrored", f"mirror_{image.key}"),
+                                 ("border cropped", crop_key))
           if st.session_state.get(key)]
     with st.sidebar.expander("Image corrections" + (f": {', '.join(on)}" if on else ""), expanded=bool(on)):
+        crop = False
+        if image.content is not None:
+            crop = st.checkbox(f"Crop uniform border ({state.describe_border(image)})", key=crop_key,
+                               help="Wide flat bands along the edges (padding, a letterbox, a scan's "
+                                    "margin) shrink the anatomy the models saw filling the frame; "
+                                    "cropping them is on when found. Masks, heatmaps and downloads "
+                                    "then follow the cropped image.")
         invert = st.checkbox("Invert grey scale", False, key=f"invert_{image.key}",
                              help="For an image whose lungs are bright and bones dark (e.g. a "
                                   "MONOCHROME1 file exported without its inversion).")
@@ -85,7 +97,7 @@ def orientation_input(image: state.CurrentImage) -> state.CurrentImage:
                              help="For an image stored flipped: the patient's right must be on the "
                                   "image's left. Masks, heatmaps and downloads then follow the "
                                   "mirrored image, not the file.")
-    return state.reoriented(image, invert, mirror)
+    return state.corrected(image, invert, mirror, crop)
 
 
 def inference_settings(seg) -> bool:
@@ -533,9 +545,11 @@ def _history_figure(history: list[dict], epoch: int, stage_markers=()) -> None:
 
 def downloads(ctx: Context) -> None:
     stem = ctx.image.name.rsplit(".", 1)[0] or "radiograph"
+    cropped = [n for n in ctx.image.notes if n.startswith("uniform border cropped")]
     st.caption(f"Masks at working resolution {ctx.image.pixels.shape[1]} x {ctx.image.pixels.shape[0]} "
-               f"(original {ctx.image.original_shape[1]} x {ctx.image.original_shape[0]}), "
-               f"threshold {ctx.settings.threshold:.2f}.")
+               f"(original {ctx.image.original_shape[1]} x {ctx.image.original_shape[0]}"
+               + "".join(f"; {n} from the working copy" for n in cropped) +
+               f"), threshold {ctx.settings.threshold:.2f}.")
     files = state.download_files(ctx.results_key, ctx.image.key, ctx.settings.threshold, stem,
                                  ctx.masks, ctx.probs)
     c1, c2, c3 = st.columns(3)
@@ -575,7 +589,8 @@ def downloads(ctx: Context) -> None:
         st.markdown("**Region metrics**")
         rows = ctx.measurements()
         context = {"image": ctx.image.name, "threshold": ctx.settings.threshold,
-                   "pixel_spacing_mm": ctx.image.spacing_mm, "model_set": ctx.results_key}
+                   "pixel_spacing_mm": ctx.image.spacing_mm, "model_set": ctx.results_key,
+                   "working_shape": list(ctx.image.pixels.shape), "notes": ctx.image.notes}
         st.download_button("Metrics (CSV)", rows_csv(rows), f"{stem}_metrics.csv", "text/csv")
         st.download_button("Metrics (JSON)", rows_json(rows, **context), f"{stem}_metrics.json",
                            "application/json")
