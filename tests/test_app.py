@@ -201,6 +201,11 @@ def test_dataset_case_is_scored_against_ground_truth(app, data_dir):
     app.sidebar.radio(key="view").set_value("Compare regions").run()
     assert not app.exception
     assert any(m.label == "Jaccard" for m in app.metric)
+    assert not any(m.label == "Missed" for m in app.metric)
+    app.radio(key="compare_overlay").set_value("errors against ground truth").run()
+    assert not app.exception
+    missed = [m.value for m in app.metric if m.label == "Missed"]
+    assert len(missed) == 5 and all(v.endswith("% of the ground truth") for v in missed)
 
 
 def test_a_training_case_is_flagged_where_its_scores_are_shown(tmp_path, monkeypatch, data_dir):

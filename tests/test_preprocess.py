@@ -193,3 +193,37 @@ def test_content_box_leaves_every_development_radiograph_as_it_is(dataset):
     for case_id in dataset.cases_with_masks():
         pixels = dataset.load_image(case_id).pixels
         assert content_box(pixels) == (0, pixels.shape[0], 0, pixels.shape[1]), case_id
+
+
+def test_error_overlay_colours_missed_and_extra_area_apart():
+    from cxr_dash.render import EXTRA_COLOUR, MISSED_COLOUR, overlay_errors
+
+    base = np.full((100, 100, 3), 100, np.uint8)
+    truth = np.zeros((100, 100), bool)
+    truth[20:80, 20:60] = True
+    predicted = np.zeros((100, 100), bool)
+    predicted[20:80, 40:90] = True
+    out = overlay_errors(base, predicted, truth, opacity=1.0)
+    assert tuple(out[50, 30]) == MISSED_COLOUR               # truth the model missed
+    assert tuple(out[50, 75]) == EXTRA_COLOUR                # mask outside the truth
+    assert tuple(out[50, 50]) == (100, 100, 100)             # agreement: the image itself
+    assert tuple(out[5, 5]) == (100, 100, 100)               # background untouched
+    assert tuple(out[20, 30]) == (255, 255, 255)             # the truth's outline
+    assert MISSED_COLOUR != EXTRA_COLOUR and all(c not in (MISSED_COLOUR, EXTRA_COLOUR)
+                                                 for c in (r.colour for r in REGIONS.values()))
+
+
+def test_zoom_box_frames_the_region_squarely_inside_the_image():
+    from cxr_dash.render import zoom_box
+
+    mask = np.zeros((400, 300), bool)
+    mask[100:140, 50:150] = True                              # 40 x 100, a clavicle's shape
+    y0, y1, x0, x1 = zoom_box(mask.shape, mask)
+    assert y1 - y0 == x1 - x0 == 130                          # 100 px + 15% each side
+    assert y0 <= 100 and y1 >= 140 and x0 <= 50 and x1 >= 150
+    corner = np.zeros((400, 300), bool)
+    corner[380:, 280:] = True                                 # at the edge: shifted inside
+    assert zoom_box(corner.shape, corner) == (336, 400, 236, 300)   # min_side 64
+    assert zoom_box(mask.shape, np.zeros_like(mask)) == (0, 400, 0, 300)
+    big = np.ones((400, 300), bool)
+    assert zoom_box(big.shape, big) == (50, 350, 0, 300)      # never past the image

@@ -48,3 +48,21 @@ def test_mask_archives_round_trip():
         png = np.asarray(Image.open(io.BytesIO(z.read("case_heart.png"))))
         assert np.array_equal(png > 0, masks["heart"])
 
+
+
+def test_missed_and_extra_area_are_told_apart():
+    truth = np.zeros((64, 64), bool)
+    truth[10:30, 10:30] = True                       # 400 px
+    mask = np.zeros((64, 64), bool)
+    mask[10:30, 20:40] = True                        # 200 px shared, 200 missed, 200 extra
+    short = truth.copy()
+    short[:, 25:] = False                            # inside the truth: 100 px missed, none extra
+    masks = {"heart": mask, "left_lung": short, "right_lung": np.zeros((64, 64), bool)}
+    rows = {r["region"]: r for r in region_measurements(
+        {k: m * 0.9 for k, m in masks.items()}, masks, 0.35, {k: truth for k in masks})}
+    assert (rows["heart"]["missed_px"], rows["heart"]["extra_px"]) == (200, 200)
+    assert rows["heart"]["missed_fraction"] == 0.5 and rows["heart"]["extra_fraction"] == 0.5
+    assert (rows["left_lung"]["missed_px"], rows["left_lung"]["extra_px"]) == (100, 0)
+    assert rows["left_lung"]["missed_fraction"] == 0.25 and rows["left_lung"]["extra_fraction"] == 0.0
+    # Nothing predicted: all of the truth missed, no mask to be a fraction of.
+    assert rows["right_lung"]["missed_fraction"] == 1.0 and rows["right_lung"]["extra_fraction"] is None

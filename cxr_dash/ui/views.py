@@ -11,8 +11,8 @@ import streamlit as st
 from cxr_dash.data import SPLIT_DESCRIPTIONS, describe_validation
 from cxr_dash.preprocess import FieldOfView
 from cxr_dash.regions import REGIONS
-from cxr_dash.render import (colormap, colour_bar, display_rgb, outline_box, overlay_heatmap,
-                             overlay_masks)
+from cxr_dash.render import (EXTRA_COLOUR, MISSED_COLOUR, colormap, colour_bar, display_rgb, outline_box,
+                             overlay_errors, overlay_heatmap, overlay_masks, zoom_box)
 from cxr_dash.report import png_bytes, rows_csv, rows_json
 
 from . import state
@@ -54,9 +54,16 @@ class Context:
 
 def colour_chip(region: str) -> str:
     r = REGIONS[region]
+    return _chip(r.hex_colour, r.display_name)
+
+
+def _chip(hex_colour: str, label: str) -> str:
     return (f"<span style='display:inline-block;width:0.9em;height:0.9em;border-radius:2px;"
-            f"background:{r.hex_colour};margin-right:0.4em;vertical-align:middle'></span>"
-            f"{r.display_name}")
+            f"background:{hex_colour};margin-right:0.4em;vertical-align:middle'></span>{label}")
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#" + "".join(f"{c:02x}" for c in rgb)
 
 
 def pixel_spacing_input(image: state.CurrentImage) -> state.CurrentImage:
@@ -261,15 +268,29 @@ def compare_regions(ctx: Context) -> None:
     if not shown:
         st.info("No region shown: tick some under **Regions shown** in the sidebar.")
         return
+    errors = bool(ctx.image.truth) and st.radio(
+        "Overlay", ["mask", "errors against ground truth"], horizontal=True, key="compare_overlay",
+        help="Errors: ground truth the mask misses and mask outside the ground truth, each in "
+             "its own colour, inside the ground truth's white outline.") != "mask"
+    if errors:
+        st.markdown(_chip(_hex(MISSED_COLOUR), "missed (ground truth outside the mask)") + " &nbsp; " +
+                    _chip(_hex(EXTRA_COLOUR), "extra (mask outside the ground truth)"),
+                    unsafe_allow_html=True)
     for col, region in zip(st.columns(max(len(shown), 2)), shown):
         with col:
             st.markdown(colour_chip(region), unsafe_allow_html=True)
-            rgb = overlay_masks(base, {region: ctx.masks[region]}, ctx.settings.opacity,
-                                ctx.settings.style)
-            view = ctx.seg.view(region)
-            if not view.is_full:
-                rgb = outline_box(rgb, view.box(rgb.shape), REGIONS[region].colour)
-            st.image(_truth_outlines(ctx, rgb, [region]), width="stretch")
+            if errors and region in ctx.image.truth:
+                truth = ctx.image.truth[region]
+                y0, y1, x0, x1 = zoom_box(base.shape, ctx.masks[region], truth)
+                st.image(overlay_errors(base, ctx.masks[region], truth, max(ctx.settings.opacity, 0.5))
+                         [y0:y1, x0:x1], width="stretch", caption="zoomed to the region")
+            else:
+                rgb = _truth_outlines(ctx, overlay_masks(base, {region: ctx.masks[region]},
+                                                         ctx.settings.opacity, ctx.settings.style), [region])
+                view = ctx.seg.view(region)
+                if not view.is_full:
+                    rgb = outline_box(rgb, view.box(rgb.shape), REGIONS[region].colour)
+                st.image(rgb, width="stretch")
             st.plotly_chart(_probability_figure(ctx.probs[region], region), key=f"heat_{region}",
                             config={"displayModeBar": False}, theme=None)
             row = rows[region]
@@ -283,6 +304,13 @@ def compare_regions(ctx: Context) -> None:
                 st.metric("Dice", f"{row['dice']:.3f}")
                 mcd = row["mean_contour_distance_mm"]
                 st.metric("Contour dist.", "—" if mcd != mcd else f"{mcd:.2f} mm")
+                if errors:
+                    st.metric("Missed", _share(row["missed_fraction"], "of the ground truth"))
+                    st.metric("Extra", _share(row["extra_fraction"], "of the mask"))
+
+
+def _share(fraction: float | None, of: str) -> str:
+    return "—" if fraction is None else f"{fraction:.1%} {of}"
 
 
 def _explanations() -> dict:
