@@ -28,7 +28,7 @@ from .metrics import all_metrics, dice, jaccard, summarise
 from .preprocess import content_box
 from .regions import get_region
 
-METRIC_KEYS = ("jaccard", "dice", "mean_contour_distance_mm", "hd95_mm")
+METRIC_KEYS = ("jaccard", "dice", "mean_contour_distance_mm", "hd95_mm", "missed_fraction", "extra_fraction")
 
 
 def heldout_cases(entry: dict, available: list[str]) -> list[str]:
@@ -92,9 +92,9 @@ def summarise_rows(rows: dict[str, list[dict]]) -> dict[str, dict]:
 
 def markdown_table(summary: dict[str, dict], title: str = "") -> str:
     lines = [f"### {title}", ""] if title else []
-    lines += ["| region | Jaccard | Dice | mean contour dist. (mm) | HD95 (mm) | Jaccard, no post-proc. | n "
-              "| target | human observer | best published (SCR) |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["| region | Jaccard | Dice | mean contour dist. (mm) | HD95 (mm) | missed / extra (% of truth) "
+              "| Jaccard, no post-proc. | n | target | human observer | best published (SCR) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for region, s in summary.items():
         def fmt(k, digits=3):
             return f"{s[k]['mean']:.{digits}f} ± {s[k]['sd']:.{digits}f}"
@@ -103,6 +103,7 @@ def markdown_table(summary: dict[str, dict], title: str = "") -> str:
                      if anchors else "— | — | —")
         lines.append(f"| {get_region(region).display_name} | {fmt('jaccard')} | {fmt('dice')} | "
                      f"{fmt('mean_contour_distance_mm', 2)} | {fmt('hd95_mm', 2)} | "
+                     f"{100 * s['missed_fraction']['mean']:.1f} / {100 * s['extra_fraction']['mean']:.1f} | "
                      f"{fmt('jaccard_raw')} | {s['jaccard']['n']} | {reference} |")
     return "\n".join(lines) + "\n"
 

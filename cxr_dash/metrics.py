@@ -57,10 +57,25 @@ def contour_distances(pred: np.ndarray, truth: np.ndarray, spacing: float = 1.0)
     return float(d.mean()), float(np.percentile(d, 95))
 
 
+def error_fractions(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(missed, extra): the ground truth outside the prediction (false negatives) and the
+    prediction outside the ground truth (false positives), both as fractions of the
+    ground truth's area, so they compare and Jaccard = (1 - missed) / (1 + extra).
+    An overlap score alone does not say whether a model falls short of an outline or
+    spills over it. NaN when the ground truth is empty."""
+    pred, truth = pred.astype(bool), truth.astype(bool)
+    area = truth.sum()
+    if area == 0:
+        return math.nan, math.nan
+    return float((truth & ~pred).sum() / area), float((pred & ~truth).sum() / area)
+
+
 def all_metrics(pred: np.ndarray, truth: np.ndarray, spacing: float = 1.0) -> dict[str, float]:
     mcd, hd95 = contour_distances(pred, truth, spacing)
+    missed, extra = error_fractions(pred, truth)
     return {"jaccard": jaccard(pred, truth), "dice": dice(pred, truth),
-            "mean_contour_distance_mm": mcd, "hd95_mm": hd95}
+            "mean_contour_distance_mm": mcd, "hd95_mm": hd95,
+            "missed_fraction": missed, "extra_fraction": extra}
 
 
 def summarise(values) -> dict[str, float]:

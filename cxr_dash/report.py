@@ -18,9 +18,8 @@ def region_measurements(probs: dict[str, np.ndarray], masks: dict[str, np.ndarra
                         spacing_mm: float | None = None,
                         truth: dict[str, np.ndarray] | None = None) -> list[dict]:
     """One row per region: area, mean confidence and, with ground truth, the overlap metrics
-    and the two kinds of error: ``missed_px`` ground-truth pixels outside the mask
-    (``missed_fraction`` of the ground truth), ``extra_px`` mask pixels outside the
-    ground truth (``extra_fraction`` of the mask)."""
+    (:func:`~cxr_dash.metrics.all_metrics`: Jaccard, Dice, contour distances, and the
+    ground truth missed and the area added, as fractions of the ground truth)."""
     rows = []
     for region, mask in masks.items():
         n = int(mask.sum())
@@ -35,13 +34,6 @@ def region_measurements(probs: dict[str, np.ndarray], masks: dict[str, np.ndarra
                 t = cv2.resize(t.astype(np.uint8), mask.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
             m = all_metrics(mask, t, spacing_mm or 1.0)
             row.update({k: round(v, 4) for k, v in m.items()})
-            # The two kinds of error apart: an overlap score alone does not say
-            # whether a model falls short of the outline or spills over it.
-            true, found = t.astype(bool), mask.astype(bool)
-            missed, extra = int((true & ~found).sum()), int((found & ~true).sum())
-            row.update({"missed_px": missed, "extra_px": extra,
-                        "missed_fraction": round(missed / true.sum(), 4) if true.any() else None,
-                        "extra_fraction": round(extra / n, 4) if n else None})
         rows.append(row)
     return rows
 

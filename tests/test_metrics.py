@@ -45,7 +45,8 @@ def test_boundary_of_a_square_is_its_outline():
 
 def test_all_metrics_keys_and_summary():
     m = all_metrics(square(), square(left=12), spacing=0.35)
-    assert set(m) == {"jaccard", "dice", "mean_contour_distance_mm", "hd95_mm"}
+    assert set(m) == {"jaccard", "dice", "mean_contour_distance_mm", "hd95_mm", "missed_fraction", "extra_fraction"}
+    assert m["missed_fraction"] == m["extra_fraction"] == pytest.approx(0.2)     # 2 of 10 columns each way
     s = summarise([0.5, 0.7, math.nan])
     assert s["mean"] == pytest.approx(0.6) and s["n"] == 2 and s["n_undefined"] == 1
 

@@ -46,8 +46,12 @@ def test_evaluation_table_puts_the_anchors_beside_each_result():
 
     stat = {"mean": 0.9, "sd": 0.01, "n": 3}
     keys = ("jaccard", "dice", "mean_contour_distance_mm", "hd95_mm", "jaccard_raw")
-    table = markdown_table({"heart": {k: stat for k in keys}, "right_clavicle": {k: stat for k in keys}})
+    errors = {"missed_fraction": {"mean": 0.052, "sd": 0.01, "n": 3},
+              "extra_fraction": {"mean": 0.031, "sd": 0.01, "n": 3}}
+    table = markdown_table({"heart": {**{k: stat for k in keys}, **errors},
+                            "right_clavicle": {**{k: stat for k in keys}, **errors}})
     header, _, heart, clavicle = table.strip().splitlines()
     assert "human observer" in header and "best published" in header
+    assert "| 5.2 / 3.1 |" in heart
     assert heart.endswith("| 3 | 0.91 | 0.878 | 0.906 |")
     assert clavicle.endswith("| 3 | 0.90 | 0.896 | 0.868 |")

@@ -5,6 +5,7 @@ import json
 import zipfile
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cxr_dash.report import masks_npz, masks_zip, region_measurements, rows_csv, rows_json
@@ -51,18 +52,24 @@ def test_mask_archives_round_trip():
 
 
 def test_missed_and_extra_area_are_told_apart():
+    from cxr_dash.metrics import error_fractions, jaccard
+
     truth = np.zeros((64, 64), bool)
     truth[10:30, 10:30] = True                       # 400 px
     mask = np.zeros((64, 64), bool)
-    mask[10:30, 20:40] = True                        # 200 px shared, 200 missed, 200 extra
+    mask[10:30, 20:45] = True                        # 200 px shared, 200 missed, 300 extra
     short = truth.copy()
     short[:, 25:] = False                            # inside the truth: 100 px missed, none extra
     masks = {"heart": mask, "left_lung": short, "right_lung": np.zeros((64, 64), bool)}
     rows = {r["region"]: r for r in region_measurements(
         {k: m * 0.9 for k, m in masks.items()}, masks, 0.35, {k: truth for k in masks})}
-    assert (rows["heart"]["missed_px"], rows["heart"]["extra_px"]) == (200, 200)
-    assert rows["heart"]["missed_fraction"] == 0.5 and rows["heart"]["extra_fraction"] == 0.5
-    assert (rows["left_lung"]["missed_px"], rows["left_lung"]["extra_px"]) == (100, 0)
-    assert rows["left_lung"]["missed_fraction"] == 0.25 and rows["left_lung"]["extra_fraction"] == 0.0
-    # Nothing predicted: all of the truth missed, no mask to be a fraction of.
-    assert rows["right_lung"]["missed_fraction"] == 1.0 and rows["right_lung"]["extra_fraction"] is None
+    assert (rows["heart"]["missed_fraction"], rows["heart"]["extra_fraction"]) == (0.5, 0.75)
+    assert (rows["left_lung"]["missed_fraction"], rows["left_lung"]["extra_fraction"]) == (0.25, 0.0)
+    assert (rows["right_lung"]["missed_fraction"], rows["right_lung"]["extra_fraction"]) == (1.0, 0.0)
+    missed, extra = error_fractions(mask, truth)
+    assert jaccard(mask, truth) == pytest.approx((1 - missed) / (1 + extra))
+    # No ground truth to be a fraction of: undefined, and null in the JSON download.
+    assert all(np.isnan(error_fractions(mask, np.zeros_like(truth))))
+    parsed = json.loads(rows_json(region_measurements({"heart": mask * 0.9}, {"heart": mask}, None,
+                                                      {"heart": np.zeros_like(truth)})))
+    assert parsed["regions"][0]["missed_fraction"] is None

@@ -274,8 +274,8 @@ def compare_regions(ctx: Context) -> None:
              "its own colour, inside the ground truth's white outline.") != "mask"
     if errors:
         st.markdown(_chip(_hex(MISSED_COLOUR), "missed (ground truth outside the mask)") + " &nbsp; " +
-                    _chip(_hex(EXTRA_COLOUR), "extra (mask outside the ground truth)"),
-                    unsafe_allow_html=True)
+                    _chip(_hex(EXTRA_COLOUR), "extra (mask outside the ground truth)") +
+                    " &nbsp; both as shares of the ground truth's area below", unsafe_allow_html=True)
     for col, region in zip(st.columns(max(len(shown), 2)), shown):
         with col:
             st.markdown(colour_chip(region), unsafe_allow_html=True)
@@ -306,11 +306,11 @@ def compare_regions(ctx: Context) -> None:
                 st.metric("Contour dist.", "—" if mcd != mcd else f"{mcd:.2f} mm")
                 if errors:
                     st.metric("Missed", _share(row["missed_fraction"], "of the ground truth"))
-                    st.metric("Extra", _share(row["extra_fraction"], "of the mask"))
+                    st.metric("Extra", _share(row["extra_fraction"], "of the ground truth"))
 
 
 def _share(fraction: float | None, of: str) -> str:
-    return "—" if fraction is None else f"{fraction:.1%} {of}"
+    return "—" if fraction is None or fraction != fraction else f"{fraction:.1%} {of}"
 
 
 def _explanations() -> dict:
