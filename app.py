@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import streamlit as st  # noqa: E402
 
 from cxr_dash.quality import plausibility_warnings  # noqa: E402
-from cxr_dash.ui import state, views  # noqa: E402
+from cxr_dash.ui import dataset_view, state, views  # noqa: E402
 
 NOTICE = ("**Research use only — not for diagnosis.** Uploaded images are processed in memory "
           "and never stored.")
@@ -28,6 +28,7 @@ IMAGE_VIEWS = {
 MODEL_VIEWS = {
     "Training playback": views.playback,
     "Hyper-parameter search": views.search_view,
+    "Dataset evaluation": dataset_view.dataset_evaluation,
     "Model set": views.model_card,
 }
 
@@ -73,7 +74,10 @@ def choose_input() -> state.CurrentImage | None:
 
         cases = ds.cases_with_masks()
         default = cases.index(SHOWCASE_CASE) if SHOWCASE_CASE in cases else 0
-        state.handle_case(ds, st.sidebar.selectbox("Case", cases, index=default, key="case"))
+        # A case chosen elsewhere (Dataset evaluation) arrives as the widget's state:
+        # a default index beside it would make Streamlit warn of two sources.
+        start = {} if "case" in st.session_state else {"index": default}
+        state.handle_case(ds, st.sidebar.selectbox("Case", cases, key="case", **start))
     if (image := state.current()) is not None:
         st.sidebar.caption(f"Current: **{image.name}** ({image.original_shape[1]} x "
                            f"{image.original_shape[0]})" + "".join(f" · {n}" for n in image.notes))

@@ -37,6 +37,19 @@ def heldout_cases(entry: dict, available: list[str]) -> list[str]:
     return [c for c in available if c not in trained]
 
 
+def heldout_by_region(seg: Segmenter, available: list[str], regions=None,
+                      limit: int | None = None) -> dict[str, list[str]]:
+    """{region: the available cases its model did not train on (the first ``limit``)}."""
+    return {r: heldout_cases(seg.entry(r), available)[: limit or None]
+            for r in seg.regions if regions is None or r in regions}
+
+
+def worst_cases(rows: dict[str, list[dict]], n: int = 5) -> list[dict]:
+    """Each region's ``n`` lowest-Jaccard rows, worst first, tagged with the region."""
+    return [{"region": region, **row} for region, rs in rows.items()
+            for row in sorted(rs, key=lambda r: r["jaccard"])[:n]]
+
+
 def checkpoint_chosen_on(entry: dict, cases: list[str]) -> list[str]:
     """The scored cases on which this model's kept epoch was chosen: with
     restore-best, the epoch of best validation IoU is kept, so its own
@@ -176,8 +189,7 @@ def main(argv=None) -> int:
             cases_by_region = {r: heldout_cases(other[r], available)[: args.limit or None]
                                for r in regions_of(seg) if r in other}
         elif args.cases == "heldout":
-            cases_by_region = {r: heldout_cases(seg.entry(r), available)[: args.limit or None]
-                               for r in regions_of(seg)}
+            cases_by_region = heldout_by_region(seg, available, regions_of(seg), args.limit)
         else:
             chosen = available if args.cases == "all" else folds[args.cases]
             cases_by_region = {r: chosen[: args.limit or None] for r in regions_of(seg)}

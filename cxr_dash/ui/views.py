@@ -305,12 +305,14 @@ def compare_regions(ctx: Context) -> None:
                 mcd = row["mean_contour_distance_mm"]
                 st.metric("Contour dist.", "—" if mcd != mcd else f"{mcd:.2f} mm")
                 if errors:
-                    st.metric("Missed", _share(row["missed_fraction"], "of the ground truth"))
-                    st.metric("Extra", _share(row["extra_fraction"], "of the ground truth"))
+                    st.metric("Missed", _share(row["missed_fraction"]), help="Ground truth outside the "
+                              "mask, as a share of the ground truth's area")
+                    st.metric("Extra", _share(row["extra_fraction"]), help="Mask outside the ground "
+                              "truth, as a share of the ground truth's area")
 
 
-def _share(fraction: float | None, of: str) -> str:
-    return "—" if fraction is None or fraction != fraction else f"{fraction:.1%} {of}"
+def _share(fraction: float | None) -> str:
+    return "—" if fraction is None or fraction != fraction else f"{fraction:.1%}"
 
 
 def _explanations() -> dict:
