@@ -76,3 +76,23 @@ def progress_bar(done: int, total: int, label: str = "", width: int = 30) -> Non
     if done >= total:
         sys.stderr.write("\n")
     sys.stderr.flush()
+
+
+def measurement_setup(description: str, argv=None, cases_help: str = "held-out cases to use",
+                      default_cases: int | None = 24, regions=None):
+    """What the measurement scripts (``scripts/``) share: ``--models``, ``--data`` and
+    ``--cases``; returns (arguments, model set, dataset), or exits with a usage error."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--models", default=None, help="model set folder (default: weights/)")
+    parser.add_argument("--data", default=None, help="SCR data folder (default: $CXR_DATA_DIR)")
+    parser.add_argument("--cases", type=positive_int, default=default_cases, help=cases_help)
+    args = parser.parse_args(argv)
+    dataset = open_dataset(args.data)
+    return args, model_set_or_exit(parser, args.models, regions), dataset
+
+
+def held_out_sample(seg, dataset: scr.SCRDataset, n: int) -> list[str]:
+    """``n`` cases spread evenly over those no model of ``seg`` trained on."""
+    trained = set().union(*(seg.training_cases(r) for r in seg.regions))
+    held_out = [c for c in dataset.cases_with_masks() if c not in trained]
+    return held_out[::max(1, len(held_out) // n)][:n]

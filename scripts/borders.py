@@ -14,7 +14,6 @@ cases the trimming changes (it should change none). Prints a table.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -58,28 +57,18 @@ VARIANTS = (("10% black, every side", "black", 0.10, "all"),
 
 
 def main(argv=None):
-    from cxr_dash import load_segmenter
-    from cxr_dash.data import SCRDataset, data_dir_from_env
+    from cxr_dash.cli import held_out_sample, measurement_setup
     from cxr_dash.metrics import jaccard
     from cxr_dash.preprocess import content_box
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=None, help="model set folder (default: weights/)")
-    parser.add_argument("--cases", type=int, default=24, help="held-out cases to pad")
-    args = parser.parse_args(argv)
-    data_dir = data_dir_from_env()
-    if data_dir is None:
-        sys.exit("Set CXR_DATA_DIR to the SCR data.")
-    seg, dataset = load_segmenter(args.models), SCRDataset(data_dir)
+    args, seg, dataset = measurement_setup(__doc__.splitlines()[0], argv, "held-out cases to pad")
     all_cases = dataset.cases_with_masks()
     changed = []
     for case_id in all_cases:
         pixels = dataset.load_image(case_id).pixels
         if content_box(pixels) != (0, pixels.shape[0], 0, pixels.shape[1]):
             changed.append(case_id)
-    trained = set().union(*(seg.training_cases(r) for r in seg.regions))
-    held_out = [c for c in all_cases if c not in trained]
-    cases = held_out[::max(1, len(held_out) // args.cases)][:args.cases]
+    cases = held_out_sample(seg, dataset, args.cases)
     scores: dict[tuple, list[float]] = {}
     missed = {}
     for i, case_id in enumerate(cases, 1):

@@ -13,7 +13,6 @@ on: the rule was read off the reference masks of all 200 cases.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -26,18 +25,11 @@ REGIONS = ("heart", "left_lung", "right_lung")   # all the mirror check reads
 
 
 def main(argv=None):
-    from cxr_dash import load_segmenter
-    from cxr_dash.data import SCRDataset, data_dir_from_env
+    from cxr_dash.cli import measurement_setup
     from cxr_dash.quality import plausibility_warnings
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=None, help="model set folder (default: weights/)")
-    parser.add_argument("--cases", type=int, default=None, help="only the first N cases")
-    args = parser.parse_args(argv)
-    data_dir = data_dir_from_env()
-    if data_dir is None:
-        sys.exit("Set CXR_DATA_DIR to the SCR data.")
-    seg, dataset = load_segmenter(args.models, regions=REGIONS), SCRDataset(data_dir)
+    args, seg, dataset = measurement_setup(__doc__.splitlines()[0], argv, "only the first N cases",
+                                           default_cases=None, regions=REGIONS)
     cases = dataset.cases_with_masks()[:args.cases]
     flagged = {"as stored": [], "mirrored": []}
     for i, case_id in enumerate(cases, 1):

@@ -11,7 +11,6 @@ square and the maps back (the anatomy's proportions change). Prints a table.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -37,21 +36,11 @@ def squashed_predict(seg, image):
 
 
 def main(argv=None):
-    from cxr_dash import load_segmenter
-    from cxr_dash.data import SCRDataset, data_dir_from_env
+    from cxr_dash.cli import held_out_sample, measurement_setup
     from cxr_dash.metrics import jaccard
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=None, help="model set folder (default: weights/)")
-    parser.add_argument("--cases", type=int, default=24, help="held-out cases to use")
-    args = parser.parse_args(argv)
-    data_dir = data_dir_from_env()
-    if data_dir is None:
-        sys.exit("Set CXR_DATA_DIR to the SCR data.")
-    seg, dataset = load_segmenter(args.models), SCRDataset(data_dir)
-    trained = set().union(*(seg.training_cases(r) for r in seg.regions))
-    held_out = [c for c in dataset.cases_with_masks() if c not in trained]
-    cases = held_out[::max(1, len(held_out) // args.cases)][:args.cases]
+    args, seg, dataset = measurement_setup(__doc__.splitlines()[0], argv)
+    cases = held_out_sample(seg, dataset, args.cases)
     scores: dict[tuple, list[float]] = {}
     for i, case_id in enumerate(cases, 1):
         case = dataset.load_case(case_id)
