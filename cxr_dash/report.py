@@ -90,6 +90,10 @@ def _json_safe(value):
     return value
 
 
+def json_bytes(obj) -> bytes:
+    """Strict JSON (NaN and inf as null), indented, as bytes for a download."""
+    return json.dumps(_json_safe(obj), indent=1, allow_nan=False, default=float).encode()
+
+
 def rows_json(rows: list[dict], **context) -> bytes:
-    return json.dumps(_json_safe({**context, "regions": rows}), indent=1, allow_nan=False,
-                      default=float).encode()
+    return json_bytes({**context, "regions": rows})

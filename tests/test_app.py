@@ -205,6 +205,8 @@ def test_dataset_evaluation_scores_held_out_cases_and_opens_the_worst(app):
     (table,) = [m.value for m in app.markdown if m.value.startswith("| region | Jaccard")]
     assert table.count("| 2 |") == 5                  # two held-out cases for each of the five
     assert len(app.get("plotly_chart")) == 1
+    assert {b.proto.label for b in app.get("download_button")} >= {"Per-case scores (CSV)",
+                                                                   "Summary and per-case scores (JSON)"}
     worst = app.dataframe[0].value
     assert len(worst) == 10 and list(worst["Jaccard"][:2]) == sorted(worst["Jaccard"][:2])
     last = app.selectbox(key="eval_case").options[-1]

@@ -7,6 +7,7 @@ import streamlit as st
 
 from cxr_dash.evaluate import evaluate_segmenter, heldout_by_region, markdown_table, summarise_rows, worst_cases
 from cxr_dash.regions import REGIONS
+from cxr_dash.report import json_bytes, rows_csv
 
 from . import state
 
@@ -44,7 +45,17 @@ def dataset_evaluation(seg, settings=None) -> None:
     if rows is None:
         st.info("Press **Evaluate** to score the held-out cases (results stay for this session).")
         return
-    st.markdown(markdown_table(summarise_rows(rows)))
+    summary = summarise_rows(rows)
+    st.markdown(markdown_table(summary))
+    per_case = [{"region": region, **row} for region, rs in rows.items() for row in rs]
+    left, right = st.columns(2)
+    left.download_button("Per-case scores (CSV)", rows_csv(per_case), "evaluation_per_case.csv",
+                         "text/csv", key="eval_csv")
+    # The evaluate tool's evaluation.json layout, so either file feeds the same analysis.
+    right.download_button("Summary and per-case scores (JSON)", json_bytes(
+        {"protocol": "cases: heldout", "model_sets": [str(seg.model_dir)], "threshold": 0.5,
+         "test_time_augmentation": seg.default_tta, "summary": summary, "per_case": rows}),
+        "evaluation.json", "application/json", key="eval_json")
     st.plotly_chart(_jaccard_figure(rows), key="eval_jaccard", theme=None)
     worst = worst_cases(rows)
     st.markdown("**Worst cases per region**")
