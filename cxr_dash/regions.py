@@ -60,7 +60,12 @@ class Region:
 
     @property
     def hex_colour(self) -> str:
-        return "#{:02x}{:02x}{:02x}".format(*self.colour)
+        return hex_colour(self.colour)
+
+
+def hex_colour(rgb: tuple[int, int, int]) -> str:
+    """(230, 159, 0) -> '#e69f00', for HTML and plotly."""
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 # Colours: colour-blind-safe (Okabe-Ito) hues, distinct on a grey radiograph.

@@ -38,7 +38,7 @@ def dataset_evaluation(seg, settings=None) -> None:
     if st.button("Evaluate", type="primary", key="eval_run"):
         bar = st.progress(0.0, text="Scoring…")
         store[key] = evaluate_segmenter(
-            seg, ds, heldout_by_region(seg, available, limit=limit),
+            seg, ds, {r: cases[: limit or None] for r, cases in selection.items()},
             progress=lambda i, n, case: bar.progress(i / n, text=f"{case} ({i} of {n})"))
         bar.empty()
     rows = store.get(key)

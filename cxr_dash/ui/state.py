@@ -21,6 +21,7 @@ from cxr_dash.manifest import DEFAULT_MODEL_DIR
 from cxr_dash.render import downsample_for_display
 
 WORKING_SIDE = 1024   # the app works at <= 1024 px, the SCR masks' resolution
+BORDER_NOTE = "uniform border cropped"   # the note ``corrected`` adds; Downloads quotes it
 
 
 @dataclass
@@ -188,7 +189,7 @@ def corrected(image: CurrentImage, invert: bool, mirror: bool, crop_border: bool
         return reorient(a[y0:y1, x0:x1], invert and contrast, mirror)
 
     truth = {r: fix(m) for r, m in image.truth.items()} if image.truth else None
-    notes = image.notes + ([f"uniform border cropped: {describe_border(image)}"] if crop else [])
+    notes = image.notes + ([f"{BORDER_NOTE}: {describe_border(image)}"] if crop else [])
     return replace(image, key=f"{image.key}|{'inv' if invert else ''}{'mir' if mirror else ''}"
                               f"{'crop' if crop else ''}",
                    pixels=fix(image.pixels, contrast=True), truth=truth, notes=notes,

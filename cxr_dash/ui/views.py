@@ -10,7 +10,7 @@ import streamlit as st
 
 from cxr_dash.data import SPLIT_DESCRIPTIONS, describe_validation
 from cxr_dash.preprocess import FieldOfView
-from cxr_dash.regions import REGIONS
+from cxr_dash.regions import REGIONS, hex_colour
 from cxr_dash.render import (EXTRA_COLOUR, MISSED_COLOUR, colormap, colour_bar, display_rgb, outline_box,
                              overlay_errors, overlay_heatmap, overlay_masks, zoom_box)
 from cxr_dash.report import png_bytes, rows_csv, rows_json
@@ -60,10 +60,6 @@ def colour_chip(region: str) -> str:
 def _chip(hex_colour: str, label: str) -> str:
     return (f"<span style='display:inline-block;width:0.9em;height:0.9em;border-radius:2px;"
             f"background:{hex_colour};margin-right:0.4em;vertical-align:middle'></span>{label}")
-
-
-def _hex(rgb: tuple[int, int, int]) -> str:
-    return "#" + "".join(f"{c:02x}" for c in rgb)
 
 
 def pixel_spacing_input(image: state.CurrentImage) -> state.CurrentImage:
@@ -273,8 +269,8 @@ def compare_regions(ctx: Context) -> None:
         help="Errors: ground truth the mask misses and mask outside the ground truth, each in "
              "its own colour, inside the ground truth's white outline.") != "mask"
     if errors:
-        st.markdown(_chip(_hex(MISSED_COLOUR), "missed (ground truth outside the mask)") + " &nbsp; " +
-                    _chip(_hex(EXTRA_COLOUR), "extra (mask outside the ground truth)") +
+        st.markdown(_chip(hex_colour(MISSED_COLOUR), "missed (ground truth outside the mask)") + " &nbsp; " +
+                    _chip(hex_colour(EXTRA_COLOUR), "extra (mask outside the ground truth)") +
                     " &nbsp; both as shares of the ground truth's area below", unsafe_allow_html=True)
     for col, region in zip(st.columns(max(len(shown), 2)), shown):
         with col:
@@ -575,7 +571,7 @@ def _history_figure(history: list[dict], epoch: int, stage_markers=()) -> None:
 
 def downloads(ctx: Context) -> None:
     stem = ctx.image.name.rsplit(".", 1)[0] or "radiograph"
-    cropped = [n for n in ctx.image.notes if n.startswith("uniform border cropped")]
+    cropped = [n for n in ctx.image.notes if n.startswith(state.BORDER_NOTE)]
     st.caption(f"Masks at working resolution {ctx.image.pixels.shape[1]} x {ctx.image.pixels.shape[0]} "
                f"(original {ctx.image.original_shape[1]} x {ctx.image.original_shape[0]}"
                + "".join(f"; {n} from the working copy" for n in cropped) +
