@@ -9,13 +9,21 @@ from . import data as scr
 from .regions import get_region
 
 
-def open_dataset(data_arg: str | None) -> scr.SCRDataset:
-    """The SCR data of ``--data`` or ``$CXR_DATA_DIR``; exits with a message when neither is given."""
+def open_dataset(data_arg: str | None, packs_allowed: bool = False) -> scr.SCRDataset:
+    """The SCR data of ``--data`` or ``$CXR_DATA_DIR``; exits with a message when neither is given.
+
+    With ``packs_allowed`` (training, tuning) ``--data`` may also name a training
+    pack or a folder of them (``python -m cxr_dash.pack``): what a machine without
+    the data folder trains from.
+    """
     root = Path(data_arg) if data_arg else scr.data_dir_from_env()
     if root is None:
         print("error: no data folder: pass --data or set CXR_DATA_DIR", file=sys.stderr)
         raise SystemExit(2)
     try:
+        if packs_allowed and (root.name.endswith(scr.PACK_SUFFIX)
+                              or (root.is_dir() and any(root.glob(f"*{scr.PACK_SUFFIX}")))):
+            return scr.TrainingPack(root)
         return scr.SCRDataset(root)
     except FileNotFoundError as exc:     # no such folder, or no JSRT images in it
         print(f"error: {exc}", file=sys.stderr)
@@ -37,6 +45,13 @@ def data_folder_argument(value: str) -> str:
     if not Path(value).is_dir():
         raise argparse.ArgumentTypeError(f"data folder {value} does not exist")
     return value
+
+
+def data_or_pack_argument(value: str) -> str:
+    """A data folder, a folder of training packs, or one pack file."""
+    if Path(value).is_file() and value.endswith(scr.PACK_SUFFIX):
+        return value
+    return data_folder_argument(value)
 
 
 def positive_int(value: str) -> int:

@@ -189,7 +189,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CXR_CACHE_DIR", Path.home() / ".cache" / "cxr_dash"))
 
 
-def pack(dataset: SCRDataset, case_ids, size: int, regions=REGION_KEYS,
+def pack(dataset: "SCRDataset | TrainingPack", case_ids, size: int, regions=REGION_KEYS,
          cache: bool = True, view: FieldOfView | None = None) -> dict[str, np.ndarray]:
     """Model-ready arrays for training: images (N, S, S) float16 in [0, 1] and
     masks (N, R, S, S) uint8 of the field of view ``view`` (default: the whole
@@ -201,6 +201,8 @@ def pack(dataset: SCRDataset, case_ids, size: int, regions=REGION_KEYS,
     case_ids = [c.upper() for c in case_ids]
     regions = tuple(regions)
     view = view or FULL_VIEW
+    if isinstance(dataset, TrainingPack):
+        return dataset.select(case_ids, size, regions, view)
     # Whole-image packs keep their original key, so existing caches stay valid.
     view_key = "" if view.is_full else f"|{view.as_list()}"
     key = hashlib.sha1(
@@ -226,3 +228,83 @@ def pack(dataset: SCRDataset, case_ids, size: int, regions=REGION_KEYS,
 def model_inputs(images: np.ndarray) -> np.ndarray:
     """Packed (N, S, S) images -> (N, S, S, 3) float32, the models' input."""
     return np.repeat(np.asarray(images, np.float32)[..., None], 3, axis=3)
+
+
+# --- Training packs: the data, ready for training, where the data folder is not ---
+#
+# A lent GPU cannot read CXR_DATA_DIR and takes at most 64 MiB of files: a pack
+# holds every case's model input at one input size and field of view (8 bits:
+# 200 cases at 384 x 384 in ~20 MB) and its five masks there. Packs are derived
+# from the data: they live in ignored folders and are never committed.
+PACK_SUFFIX = ".cxrpack.npz"
+
+
+def pack_file_name(size: int, view: FieldOfView) -> str:
+    tag = "full" if view.is_full else "fov-" + "-".join(f"{v:g}" for v in view.as_list())
+    return f"scr_{size}_{tag}{PACK_SUFFIX}"
+
+
+def write_training_pack(dataset: SCRDataset, out_dir: str | os.PathLike, size: int,
+                        view: FieldOfView | None = None, case_ids=None) -> Path:
+    """Pack ``case_ids`` (default: every case with all five masks) at ``size`` over
+    ``view`` into ``out_dir``; returns the file. The inputs are stored at 8 bits
+    (within 1/510 of the float pipeline's values, far inside the brightness,
+    contrast and gamma augmentation), the masks as they are."""
+    view = view or FULL_VIEW
+    case_ids = list(case_ids or dataset.cases_with_masks())
+    arrays = pack(dataset, case_ids, size, view=view, cache=False)
+    path = Path(out_dir) / pack_file_name(size, view)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path, images=np.round(arrays["images"].astype(np.float32) * 255).astype(np.uint8),
+        masks=np.packbits(arrays["masks"].astype(bool), axis=-1), case_ids=arrays["case_ids"],
+        regions=arrays["regions"], size=np.int32(size), view=np.array(view.as_list(), np.float64))
+    return path
+
+
+class TrainingPack:
+    """Packed cases standing in for an :class:`SCRDataset` in training and tuning
+    (``--data`` given a pack file, or a folder of them): each file holds one
+    input size and field of view, and :func:`pack` takes its arrays from here."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        files = sorted(self.root.glob(f"*{PACK_SUFFIX}")) if self.root.is_dir() else [self.root]
+        if not files or not all(f.is_file() for f in files):
+            raise FileNotFoundError(f"no training packs (*{PACK_SUFFIX}) at {self.root}")
+        self.packs: dict[tuple[int, tuple[float, ...]], dict] = {}
+        for f in files:
+            with np.load(f) as z:
+                size = int(z["size"])
+                entry = {"images": z["images"], "masks": z["masks"],
+                         "case_ids": [str(c) for c in z["case_ids"]],
+                         "regions": tuple(str(r) for r in z["regions"])}
+                self.packs[(size, tuple(np.round(z["view"], 6)))] = entry
+        ids = [set(p["case_ids"]) for p in self.packs.values()]
+        self._case_ids = sorted(set.intersection(*ids))
+
+    @property
+    def case_ids(self) -> list[str]:
+        return list(self._case_ids)
+
+    def cases_with_masks(self, regions=REGION_KEYS) -> list[str]:
+        packed = set.intersection(*(set(p["regions"]) for p in self.packs.values()))
+        return self.case_ids if set(regions) <= packed else []
+
+    def select(self, case_ids, size: int, regions, view: FieldOfView) -> dict[str, np.ndarray]:
+        key = (size, tuple(np.round(view.as_list(), 6)))
+        if key not in self.packs:
+            have = ", ".join(f"{s} px {FieldOfView.parse(list(v)).describe()}" for s, v in self.packs)
+            raise ValueError(f"{self.root} holds no pack at {size} px over "
+                             f"{view.describe()} (it has: {have})")
+        entry = self.packs[key]
+        index = {c: i for i, c in enumerate(entry["case_ids"])}
+        missing = [c for c in case_ids if c not in index]
+        if missing:
+            raise ValueError(f"{len(missing)} cases are not in the pack, e.g. {missing[0]}")
+        rows = [index[c] for c in case_ids]
+        columns = [entry["regions"].index(r) for r in regions]
+        masks = np.unpackbits(entry["masks"][rows], axis=-1, count=size)[:, columns]
+        return {"images": (entry["images"][rows].astype(np.float32) / 255).astype(np.float16),
+                "masks": masks.astype(np.uint8), "case_ids": np.array(case_ids),
+                "regions": np.array(regions)}

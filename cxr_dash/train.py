@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as scr
-from .cli import (data_folder_argument, input_size_argument, open_dataset, positive_int,
+from .cli import (data_or_pack_argument, input_size_argument, open_dataset, positive_int,
                   region_argument)
 from .augment import AugmentConfig, augment_pair, augmented_copies
 from .manifest import read_manifest, update_region
@@ -88,6 +88,10 @@ class TrainConfig:
     # third epoch with the statistics training had left, and at 0.87 after its
     # last epoch once they were re-estimated.
     recalibrate_bn_each_epoch: bool = False
+    # Stop after the epoch that would end past this many seconds of fitting: a
+    # lent GPU's lease is short, and a run cut off by its timeout keeps nothing.
+    time_limit_s: float | None = None
+    data_workers: int = 1               # threads augmenting batches while the device trains
 
     def resolved(self) -> "TrainConfig":
         study = get_region(self.region).study
@@ -170,7 +174,9 @@ def _make_sequence(images, masks, cfg: TrainConfig, rng):
         """Each epoch: every training case ``augment_copies`` times, freshly augmented."""
 
         def __init__(self):
-            super().__init__()
+            # Threads, not processes: cv2 and numpy release the GIL, and the
+            # generator is shared (its draws then come in no fixed order).
+            super().__init__(workers=cfg.data_workers, use_multiprocessing=False)
             self.order = self._shuffle()
 
         def _shuffle(self):
@@ -232,6 +238,7 @@ def fit_with_validation(cfg: TrainConfig, train_images: np.ndarray, train_masks:
         load_compact(model, cfg.init_weights)
     model.compile(optimizer=make_optimizer(cfg, len(batches)), loss=make_loss(cfg.loss))
     history: list[dict] = []
+    fit_started = time.time()
 
     class EpochMonitor(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -253,6 +260,10 @@ def fit_with_validation(cfg: TrainConfig, train_images: np.ndarray, train_masks:
             if not math.isfinite(row["loss"]):
                 self.model.stop_training = True      # diverged: nothing more to learn
             if on_epoch is not None and on_epoch(epoch + 1, row, probs, self.model):
+                self.model.stop_training = True
+            if cfg.time_limit_s and epoch + 1 < cfg.epochs and (
+                    time.time() - fit_started + row["seconds"] > cfg.time_limit_s):
+                row["stopped_by_time_limit"] = True     # another epoch would not fit
                 self.model.stop_training = True
 
     model.fit(batches, epochs=cfg.epochs, verbose=verbose, callbacks=[EpochMonitor()])
@@ -348,6 +359,7 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
             "fold": cfg.fold, "cases": train_ids, "validation_cases": val_ids,
             "validation_is_training": cfg.fold == "all",
             "epochs_run": len(history), "epoch_kept": final_epoch,
+            "stopped_by_time_limit": bool(history and history[-1].get("stopped_by_time_limit")),
             "restore_best": cfg.restore_best, "seconds": round(train_seconds, 1),
             "backend": keras.backend.backend(), "device": compute_device(),
             "keras": keras.__version__, "python": platform.python_version(),
@@ -374,8 +386,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--region", type=region_or_all, default=None,
                    help=f"one of {', '.join(REGION_KEYS)}, or all (default: all; with "
                         "--from-trial: the trial's region)")
-    p.add_argument("--data", type=data_folder_argument, default=None,
-                   help="SCR data folder (default: $CXR_DATA_DIR)")
+    p.add_argument("--data", type=data_or_pack_argument, default=None,
+                   help="SCR data folder (default: $CXR_DATA_DIR), or training packs made by "
+                        "python -m cxr_dash.pack (a pack file or a folder of them)")
     p.add_argument("--out", default="runs/latest", help="model-set folder to write (e.g. weights)")
     p.add_argument("--fold", default="odd", choices=scr.TRAINING_SPLITS,
                    help="train on this fold and validate on the other; all: every case; "
@@ -424,6 +437,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also re-estimate them before every validation (one augmented copy of the "
                         "training cases; ~+25%% time per epoch): the validation curve, early "
                         "stopping and the best epoch then judge the weights, not stale statistics")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="stop after the epoch that would end past this much fitting time "
+                        "(the learning-rate schedule is not shortened: for a lease's safety)")
+    p.add_argument("--data-workers", type=positive_int, default=1,
+                   help="threads augmenting batches while the model trains (GPU runs: 4-8)")
     p.add_argument("--note", default="")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -526,7 +544,8 @@ def config_from_args(args, region: str) -> TrainConfig:
         encoder_weights=args.encoder_weights, init_weights=args.init_weights,
         field_of_view=view_argument(args.field_of_view), note=args.note,
         keep_float=args.keep_float, recalibrate_bn=not args.no_bn_recalibration,
-        recalibrate_bn_each_epoch=args.recalibrate_bn_each_epoch)
+        recalibrate_bn_each_epoch=args.recalibrate_bn_each_epoch,
+        time_limit_s=args.time_limit, data_workers=args.data_workers)
     for key, value in trial_values(args)[0].items():
         setattr(cfg, key, value)
     return cfg
@@ -534,7 +553,7 @@ def config_from_args(args, region: str) -> TrainConfig:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    dataset = open_dataset(args.data)
+    dataset = open_dataset(args.data, packs_allowed=True)
     regions = REGION_KEYS if args.region == "all" else (args.region,)
     if args.trial is not None:
         used, overridden = trial_values(args)

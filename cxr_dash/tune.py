@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as scr
-from .cli import data_folder_argument, input_size_argument, open_dataset, positive_int, region_argument
+from .cli import data_or_pack_argument, input_size_argument, open_dataset, positive_int, region_argument
 from .preprocess import FieldOfView
 from .regions import REGION_KEYS, get_region
 from .train import LOSSES, OPTIMIZERS, TRIAL_PARAMS, TrainConfig, fit_with_validation
@@ -172,7 +172,8 @@ def make_objective(region: str, dataset: scr.SCRDataset, args, packs: dict):
                               learning_rate=params["learning_rate"], batch_size=params["batch_size"],
                               loss=params["loss"], augment_copies=args.augment_copies,
                               steps_per_epoch=args.steps_per_epoch, seed=args.seed + k,
-                              recalibrate_bn_each_epoch=not args.no_bn_recalibration).resolved()
+                              recalibrate_bn_each_epoch=not args.no_bn_recalibration,
+                              data_workers=args.data_workers).resolved()
             tx, ty = arrays(train_ids)
             vx, vy = arrays(val_ids)
             vx = scr.model_inputs(vx)
@@ -274,8 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"one of {', '.join(REGION_KEYS)}")
     p.add_argument("--folds", type=positive_int, default=2, help="at least 2 (default: 2)")
     p.add_argument("--trials", type=int, default=20, help="trials to add to the study")
-    p.add_argument("--data", type=data_folder_argument, default=None,
-                   help="SCR data folder (default: $CXR_DATA_DIR)")
+    p.add_argument("--data", type=data_or_pack_argument, default=None,
+                   help="SCR data folder (default: $CXR_DATA_DIR), or training packs made by "
+                        "python -m cxr_dash.pack (a pack file or a folder of them)")
     p.add_argument("--out", default="results/tune",
                    help="folder of the studies (resumed) and their exports")
     p.add_argument("--input-size", type=input_size_argument, default=128, help="a multiple of 32")
@@ -298,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "they are re-estimated before every validation: short trials otherwise "
                         "score the lag of the moving statistics, ~100 steps of memory, more than "
                         "their weights)")
+    p.add_argument("--data-workers", type=positive_int, default=1,
+                   help="threads augmenting batches while a trial trains (GPU runs: 4-8)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -334,7 +338,7 @@ def main(argv=None) -> int:
                      f"other settings: {'; '.join(differing)}. Its trials are comparable, and its "
                      "choices valid, only under the same ones: repeat them, or start a new study "
                      "with another --out")
-    dataset = open_dataset(args.data)
+    dataset = open_dataset(args.data, packs_allowed=True)
     cases = dataset.cases_with_masks()
     packed = scr.pack(dataset, cases, args.input_size, view=FieldOfView.parse(settings["field_of_view"]))
     packs = {"images": packed["images"], "masks": packed["masks"],
