@@ -9,7 +9,7 @@ from . import data as scr
 from .regions import get_region
 
 
-def open_dataset(data_arg: str | None, packs_allowed: bool = False) -> scr.SCRDataset:
+def open_dataset(data_arg: str | None, packs_allowed: bool = False) -> "scr.SCRDataset | scr.TrainingPack":
     """The SCR data of ``--data`` or ``$CXR_DATA_DIR``; exits with a message when neither is given.
 
     With ``packs_allowed`` (training, tuning) ``--data`` may also name a training
@@ -45,6 +45,11 @@ def data_folder_argument(value: str) -> str:
     if not Path(value).is_dir():
         raise argparse.ArgumentTypeError(f"data folder {value} does not exist")
     return value
+
+
+DATA_OR_PACK_HELP = ("SCR data folder (default: $CXR_DATA_DIR), or training packs made by "
+                     "python -m cxr_dash.pack (a pack file or a folder of them)")
+DATA_WORKERS_HELP = "threads augmenting batches while the model trains (GPU runs: 4-8)"
 
 
 def data_or_pack_argument(value: str) -> str:

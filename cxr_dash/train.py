@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from . import data as scr
-from .cli import (data_or_pack_argument, input_size_argument, open_dataset, positive_int,
-                  region_argument)
+from .cli import (DATA_OR_PACK_HELP, DATA_WORKERS_HELP, data_or_pack_argument, input_size_argument,
+                  open_dataset, positive_int, region_argument)
 from .augment import AugmentConfig, augment_pair, augmented_copies
 from .manifest import read_manifest, update_region
 from .metrics import dice, jaccard
@@ -387,8 +387,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"one of {', '.join(REGION_KEYS)}, or all (default: all; with "
                         "--from-trial: the trial's region)")
     p.add_argument("--data", type=data_or_pack_argument, default=None,
-                   help="SCR data folder (default: $CXR_DATA_DIR), or training packs made by "
-                        "python -m cxr_dash.pack (a pack file or a folder of them)")
+                   help=DATA_OR_PACK_HELP)
     p.add_argument("--out", default="runs/latest", help="model-set folder to write (e.g. weights)")
     p.add_argument("--fold", default="odd", choices=scr.TRAINING_SPLITS,
                    help="train on this fold and validate on the other; all: every case; "
@@ -441,7 +440,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="stop after the epoch that would end past this much fitting time "
                         "(the learning-rate schedule is not shortened: for a lease's safety)")
     p.add_argument("--data-workers", type=positive_int, default=1,
-                   help="threads augmenting batches while the model trains (GPU runs: 4-8)")
+                   help=DATA_WORKERS_HELP)
     p.add_argument("--note", default="")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)

@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from . import data as scr
-from .cli import data_or_pack_argument, input_size_argument, open_dataset, positive_int, region_argument
+from .cli import (DATA_OR_PACK_HELP, DATA_WORKERS_HELP, data_or_pack_argument, input_size_argument,
+                  open_dataset, positive_int, region_argument)
 from .preprocess import FieldOfView
 from .regions import REGION_KEYS, get_region
 from .train import LOSSES, OPTIMIZERS, TRIAL_PARAMS, TrainConfig, fit_with_validation
@@ -276,8 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=positive_int, default=2, help="at least 2 (default: 2)")
     p.add_argument("--trials", type=int, default=20, help="trials to add to the study")
     p.add_argument("--data", type=data_or_pack_argument, default=None,
-                   help="SCR data folder (default: $CXR_DATA_DIR), or training packs made by "
-                        "python -m cxr_dash.pack (a pack file or a folder of them)")
+                   help=DATA_OR_PACK_HELP)
     p.add_argument("--out", default="results/tune",
                    help="folder of the studies (resumed) and their exports")
     p.add_argument("--input-size", type=input_size_argument, default=128, help="a multiple of 32")
@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "score the lag of the moving statistics, ~100 steps of memory, more than "
                         "their weights)")
     p.add_argument("--data-workers", type=positive_int, default=1,
-                   help="threads augmenting batches while a trial trains (GPU runs: 4-8)")
+                   help=DATA_WORKERS_HELP)
     p.add_argument("--seed", type=int, default=0)
     return p
 
