@@ -448,8 +448,11 @@ def markdown_summary(summary: dict, model_dir: str, cases: list[str],
              "region inpainted / blurred Dice | flip: follows mirror / stays | atlas J vs model J | "
              "nearer atlas than truth | occlusion enrichment |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def f(v, spec=".2f"):
+        return "—" if v is None or v != v else format(v, spec)    # NaN: not measured
+
     for region, s in summary.items():
-        f = lambda v, spec=".2f": "—" if v is None or v != v else format(v, spec)
         lines.append(
             f"| {REGIONS[region].display_name} | **{s['verdict']}** | {f(s['translation_index'], '+.2f')} / "
             f"{f(s['scale_index'], '+.2f')} | {f(s['phantom_dice'])} | "

@@ -73,7 +73,9 @@ def recalibrate_region(model_dir: str | Path, region: str, dataset: scr.SCRDatas
     update_region(model_dir, region, {"training": {**training, "batch_norm_recalibration": record},
                                       "metrics": metrics, "weights_bytes": size_bytes})
     if verbose:
-        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
+        def fmt(v):
+            return "n/a" if v is None else f"{v:.4f}"
+
         print(f"[{region}] batch-norm statistics re-estimated on {len(train_ids)} training cases: "
               f"validation IoU {fmt(record['validation_iou_before'])} -> "
               f"{fmt(record['validation_iou_after'])} ({time.time() - t0:.0f} s)", flush=True)

@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -167,19 +168,27 @@ def compute_device() -> str:
     return "unknown"
 
 
-def _make_sequence(images, masks, cfg: TrainConfig, rng):
+def augmented_batches(images, masks, cfg: TrainConfig):
     import keras
 
     class AugmentedBatches(keras.utils.PyDataset):
-        """Each epoch: every training case ``augment_copies`` times, freshly augmented."""
+        """Each epoch: every training case ``augment_copies`` times, freshly augmented.
+
+        Every batch draws from its own generator, seeded by (seed, epoch,
+        batch): a run's batches are the same whatever order they are asked
+        for in, by worker threads or by Keras looking ahead (before a fit it
+        may take a batch or two to build the model's loss, then start the
+        epoch again).
+        """
 
         def __init__(self):
-            # Threads, not processes: cv2 and numpy release the GIL, and the
-            # generator is shared (its draws then come in no fixed order).
+            # Threads, not processes: cv2 and numpy release the GIL.
             super().__init__(workers=cfg.data_workers, use_multiprocessing=False)
+            self.epoch = 0
             self.order = self._shuffle()
 
         def _shuffle(self):
+            rng = np.random.default_rng([cfg.seed, self.epoch])
             return rng.permutation(np.repeat(np.arange(len(images)), cfg.augment_copies))
 
         def __len__(self):
@@ -187,6 +196,7 @@ def _make_sequence(images, masks, cfg: TrainConfig, rng):
             return min(n, cfg.steps_per_epoch) if cfg.steps_per_epoch else n
 
         def __getitem__(self, index):
+            rng = np.random.default_rng([cfg.seed, self.epoch, index])
             idx = self.order[index * cfg.batch_size:(index + 1) * cfg.batch_size]
             xs, ys = [], []
             for i in idx:
@@ -196,6 +206,7 @@ def _make_sequence(images, masks, cfg: TrainConfig, rng):
             return np.stack(xs), np.stack(ys)
 
         def on_epoch_end(self):
+            self.epoch += 1
             self.order = self._shuffle()
 
     return AugmentedBatches()
@@ -218,25 +229,109 @@ def panel_cases(val_ids: list[str], n: int) -> list[int]:
     return order[:n]
 
 
-def fit_with_validation(cfg: TrainConfig, train_images: np.ndarray, train_masks: np.ndarray,
-                        val_x: np.ndarray, val_masks: np.ndarray, on_epoch=None, verbose: int = 0):
-    """Build, compile and fit one region model, validating after every epoch.
-
-    ``on_epoch(epoch, row, val_probs, model)`` is called after each epoch with the
-    history row; returning True stops training (early stopping, pruning).
-    Returns (model, history). Shared by training and hyper-parameter search.
-    """
+def initial_model(cfg: TrainConfig):
+    """The model a run starts from: random weights drawn under ``cfg.seed``
+    (or the encoder's ImageNet file), then ``cfg.init_weights`` if given."""
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    batches = _make_sequence(train_images, train_masks, cfg, rng)
     model = build_unet(cfg.input_size, cfg.encoder_weights)
     if cfg.init_weights:
         # The U-Net is fully convolutional: weights learned at one input size
         # initialise training at another (e.g. 128 px -> 256 px fine-tuning).
         load_compact(model, cfg.init_weights)
-    model.compile(optimizer=make_optimizer(cfg, len(batches)), loss=make_loss(cfg.loss))
+    return model
+
+
+def compiled_model(cfg: TrainConfig, steps_per_epoch: int):
+    model = initial_model(cfg)
+    model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), loss=make_loss(cfg.loss))
+    return model
+
+
+class CompiledModels:
+    """Compiled models kept between fits that share a training step: the
+    hyper-parameter search's trials and folds.
+
+    Under JAX every new model compiles its training step again, ~30-60 s
+    per fold before the first step on the lent H200 at 128 px, against
+    13-50 steps per epoch: the GPU search of the left clavicle ran two
+    trials in its lease, mostly compiling. A fit whose training step matches
+    a kept model's (input size, batch size, optimiser, momentum, loss and
+    learning-rate schedule; a constant learning rate is a variable of the
+    optimiser, not part of the compiled step) takes that model instead of
+    building one, reset to where a new one would start: the weights a new
+    model draws under the fit's seed, the optimiser's state before its first
+    step (step count included), the fit's learning rate. The fit then
+    trains as a new model would (``tests/test_tune.py`` compares the two).
+
+    At most ``max_models`` are kept, the least recently used dropped first.
+    """
+
+    def __init__(self, max_models: int = 6):
+        self.max_models = max_models
+        self._models: OrderedDict = OrderedDict()   # step key -> (model, optimiser's initial state)
+        self._initial_weights: dict = {}            # start key -> the weights a new model starts with
+        self.built = 0
+        self.reused = 0
+
+    @staticmethod
+    def step_key(cfg: TrainConfig, steps_per_epoch: int) -> tuple:
+        # A schedule's constants (its rate, length, warm-up) are traced into the step.
+        schedule = (None if cfg.schedule == "constant" else
+                    (cfg.schedule, cfg.learning_rate, cfg.epochs, steps_per_epoch, cfg.warmup_epochs))
+        return (cfg.input_size, cfg.batch_size, cfg.optimizer, cfg.momentum, cfg.loss, schedule)
+
+    @staticmethod
+    def start_key(cfg: TrainConfig) -> tuple:
+        return (cfg.input_size, cfg.seed, cfg.encoder_weights, cfg.init_weights)
+
+    def model_for(self, cfg: TrainConfig, steps_per_epoch: int):
+        """A compiled model for ``cfg``, in the state a new one would start in."""
+        import keras
+
+        key, start = self.step_key(cfg, steps_per_epoch), self.start_key(cfg)
+        if key not in self._models:
+            model = compiled_model(cfg, steps_per_epoch)
+            self._initial_weights.setdefault(start, model.get_weights())
+            model.optimizer.build(model.trainable_variables)
+            optimizer_start = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
+            self._models[key] = (model, optimizer_start)
+            while len(self._models) > self.max_models:
+                self._models.popitem(last=False)
+            self.built += 1
+            return model
+        self._models.move_to_end(key)
+        model, optimizer_start = self._models[key]
+        if start not in self._initial_weights:
+            # An uncompiled model costs a second or two; compiling is what is saved.
+            self._initial_weights[start] = initial_model(cfg).get_weights()
+        keras.utils.set_random_seed(cfg.seed)
+        model.set_weights(self._initial_weights[start])
+        for variable, value in zip(model.optimizer.variables, optimizer_start):
+            variable.assign(value)
+        if cfg.schedule == "constant":
+            model.optimizer.learning_rate = float(cfg.learning_rate)
+        self.reused += 1
+        return model
+
+
+def fit_with_validation(cfg: TrainConfig, train_images: np.ndarray, train_masks: np.ndarray,
+                        val_x: np.ndarray, val_masks: np.ndarray, on_epoch=None, verbose: int = 0,
+                        models: CompiledModels | None = None):
+    """Build, compile and fit one region model, validating after every epoch.
+
+    ``on_epoch(epoch, row, val_probs, model)`` is called after each epoch with the
+    history row; returning True stops training (early stopping, pruning).
+    ``models`` keeps compiled models between calls (the search's trials and
+    folds); without it every call builds and compiles its own.
+    Returns (model, history). Shared by training and hyper-parameter search.
+    """
+    import keras
+
+    batches = augmented_batches(train_images, train_masks, cfg)
+    model = (compiled_model(cfg, len(batches)) if models is None
+             else models.model_for(cfg, len(batches)))
     history: list[dict] = []
     fit_started = time.time()
 
@@ -266,7 +361,10 @@ def fit_with_validation(cfg: TrainConfig, train_images: np.ndarray, train_masks:
                 row["stopped_by_time_limit"] = True     # another epoch would not fit
                 self.model.stop_training = True
 
-    model.fit(batches, epochs=cfg.epochs, verbose=verbose, callbacks=[EpochMonitor()])
+    # The batches shuffle themselves, from the run's seed. Keras' own shuffle of
+    # their order would draw from Python's global generator, which building a
+    # model also draws from: a reused model (CompiledModels) would get another order.
+    model.fit(batches, epochs=cfg.epochs, verbose=verbose, callbacks=[EpochMonitor()], shuffle=False)
     return model, history
 
 

@@ -18,6 +18,11 @@ naming them: repeat them, or start a new study in another ``--out``. The
 learning-rate and epoch ranges may change between sessions (each trial is
 still scored the same way).
 
+Folds and trials that share a training step (input size, batch size,
+optimiser, loss) share one compiled model, reset between fits to where a new
+one would start (``train.CompiledModels``): under JAX compiling otherwise
+costs more than a short trial trains. ``--no-model-reuse`` builds one per fit.
+
 After every session the study is exported into ``--out``:
 ``<region>_trials.json`` (every trial and the search settings),
 ``<region>_best.json`` (the best trial and the settings it was scored under)
@@ -40,7 +45,7 @@ from .cli import (DATA_OR_PACK_HELP, DATA_WORKERS_HELP, data_or_pack_argument, i
                   open_dataset, positive_int, region_argument)
 from .preprocess import FieldOfView
 from .regions import REGION_KEYS, get_region
-from .train import LOSSES, OPTIMIZERS, TRIAL_PARAMS, TrainConfig, fit_with_validation
+from .train import LOSSES, OPTIMIZERS, TRIAL_PARAMS, CompiledModels, TrainConfig, fit_with_validation
 
 BATCH_SIZES = (1, 2, 4, 8, 16)
 # Search settings (``search_settings``) that fix how a trial is scored or which
@@ -146,7 +151,8 @@ def study_trial_params(region: str, args) -> dict:
             "batch_size": batch, "loss": args.losses[0], "epochs": args.max_epochs}
 
 
-def make_objective(region: str, dataset: scr.SCRDataset, args, packs: dict):
+def make_objective(region: str, dataset: scr.SCRDataset, args, packs: dict,
+                   models: CompiledModels | None = None):
     import optuna
 
     splits = kfold_split(dataset.cases_with_masks(), args.folds)
@@ -189,7 +195,7 @@ def make_objective(region: str, dataset: scr.SCRDataset, args, packs: dict):
                         raise optuna.TrialPruned(f"pruned at epoch {epoch} of fold 1")
                 return False
 
-            _, history = fit_with_validation(cfg, tx, ty, vx, vy.astype(bool), on_epoch)
+            _, history = fit_with_validation(cfg, tx, ty, vx, vy.astype(bool), on_epoch, models=models)
             fold_ious.append(history[-1]["val_iou"] if history else 0.0)
             trial.set_user_attr(f"fold{k + 1}_iou", fold_ious[-1])
             trial.set_user_attr(f"fold{k + 1}_best_epoch_iou", best["iou"])
@@ -229,10 +235,11 @@ def export(study, region: str, out_dir: Path) -> dict:
             indent=1) + "\n")
         size = f"{settings['input_size']} px" if settings else "?"
         folds = settings["folds"] if settings else "?"
+        optimizer = "RMSprop" if params["optimizer"] == "rmsprop" else params["optimizer"].upper()
         table = ["| region | optimizer | learning rate | batch | loss | epochs | input size | folds "
                  "| mean IoU over folds |",
                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-                 f"| {get_region(region).display_name} | {params['optimizer'].upper() if params['optimizer'] != 'rmsprop' else 'RMSprop'} "
+                 f"| {get_region(region).display_name} | {optimizer} "
                  f"| {params['learning_rate']:.5f} | {params['batch_size']} | {params['loss']} | "
                  f"{params['epochs']} | {size} | {folds} | {best['value']:.4f} |"]
         (out_dir / f"{region}_best.md").write_text("\n".join(table) + "\n")
@@ -302,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "their weights)")
     p.add_argument("--data-workers", type=positive_int, default=1,
                    help=DATA_WORKERS_HELP)
+    p.add_argument("--no-model-reuse", action="store_true",
+                   help="build and compile a new model for every fold of every trial (by default a "
+                        "compiled model is kept per input size, batch size, optimiser and loss and "
+                        "reset between fits: under JAX compiling costs more than a short trial trains)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -352,8 +363,12 @@ def main(argv=None) -> int:
         print(f"[{region}] trial {trial.number} {trial.state.name.lower()}: {value}  {trial.params}",
               flush=True)
 
-    study.optimize(make_objective(region, dataset, args, packs), n_trials=args.trials,
+    models = None if args.no_model_reuse else CompiledModels()
+    started = time.time()
+    study.optimize(make_objective(region, dataset, args, packs, models), n_trials=args.trials,
                    timeout=args.timeout, callbacks=[report], catch=(FloatingPointError,))
+    fits = f"{models.built} models compiled, {models.reused} fits reused one" if models else "no model reuse"
+    print(f"[{region}] session: {time.time() - started:.0f} s, {fits}", flush=True)
     payload = export(study, region, out)
     if payload["best"]:
         print((out / f"{region}_best.md").read_text())

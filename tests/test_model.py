@@ -63,7 +63,7 @@ def test_compact_loader_rejects_other_files(tmp_path):
 def _batch_norm_layers(model):
     import keras
 
-    return [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    return [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def test_batch_norm_recalibration_replaces_stale_statistics():
@@ -257,3 +257,23 @@ def test_statistics_re_estimated_before_every_validation_when_asked(dataset, tmp
                                 steps_per_epoch=1, recalibrate_bn_each_epoch=each_epoch).resolved()
         _, history = train.fit_with_validation(cfg, images, masks, val_x, masks.astype(bool))
         assert calls == expected and len(history) == 2
+
+
+def test_a_runs_batches_do_not_depend_on_the_order_they_are_asked_for(dataset, tmp_path, monkeypatch):
+    """Worker threads, and Keras looking ahead at a new model's first batch, ask
+    for batches in no fixed order: each batch is drawn from (seed, epoch, batch)."""
+    from cxr_dash.train import TrainConfig, augmented_batches
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path))
+    arrays = pack(dataset, dataset.folds()["odd"][:3], 32)
+    images, masks = arrays["images"], arrays["masks"][:, 0]
+    cfg = TrainConfig(region="heart", input_size=32, batch_size=2, augment_copies=2, seed=5).resolved()
+    in_order, reversed_order = augmented_batches(images, masks, cfg), augmented_batches(images, masks, cfg)
+    assert len(in_order) == 3                                    # 3 cases x 2 copies, batch 2
+    first = [in_order[i] for i in range(3)]
+    second = [reversed_order[i] for i in (2, 1, 0, 1)][::-1][1:]  # asked backwards, one twice
+    for (x1, y1), (x2, y2) in zip(first, second):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    in_order.on_epoch_end()                                      # a new epoch draws anew
+    assert not np.array_equal(in_order[0][0], first[0][0])

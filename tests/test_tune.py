@@ -54,6 +54,42 @@ def test_tiny_search_runs_resumes_and_exports(dataset, tmp_path, monkeypatch):
     assert cfg.optimizer == best["params"]["optimizer"]
 
 
+def test_a_reused_compiled_model_trains_as_a_new_one(dataset, tmp_path, monkeypatch):
+    """The search keeps compiled models between trials and folds (under JAX
+    compiling costs more than a short trial trains): a fit on a kept model,
+    after another trial has trained it, must learn what a new model would."""
+    import numpy as np
+
+    from cxr_dash import train
+    from cxr_dash.data import model_inputs, pack
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path))
+    arrays = pack(dataset, dataset.folds()["odd"][:6], 32)
+    images, masks = arrays["images"][:4], arrays["masks"][:4, 0]
+    val_x, val_y = model_inputs(arrays["images"][4:]), arrays["masks"][4:, 0].astype(bool)
+
+    def fit(lr, seed, optimizer="sgd", models=None):
+        # Momentum gives SGD a state to reset; plain SGD keeps float noise from
+        # growing (Adam's first steps move by the sign of the gradient).
+        cfg = train.TrainConfig(region="heart", fold="cv", input_size=32, epochs=2, optimizer=optimizer,
+                                learning_rate=lr, momentum=0.9, batch_size=2, augment_copies=1,
+                                steps_per_epoch=2, seed=seed).resolved()
+        return train.fit_with_validation(cfg, images, masks, val_x, val_y, models=models)
+
+    models = train.CompiledModels()
+    first, _ = fit(0.05, seed=0, models=models)
+    reused, history = fit(0.01, seed=1, models=models)       # another rate and initialisation
+    assert reused is first and (models.built, models.reused) == (1, 1)
+    new, expected = fit(0.01, seed=1)
+    assert [r["loss"] for r in history] == pytest.approx([r["loss"] for r in expected], rel=1e-4)
+    assert [r["val_iou"] for r in history] == pytest.approx([r["val_iou"] for r in expected], abs=1e-3)
+    for kept, fresh in zip(reused.get_weights(), new.get_weights()):
+        np.testing.assert_allclose(kept, fresh, atol=1e-4)
+    # Another optimiser is another compiled step: a model of its own.
+    other, _ = fit(0.001, seed=0, optimizer="adam", models=models)
+    assert other is not first and (models.built, models.reused) == (2, 1)
+
+
 def fake_trial(study):
     import optuna
 

@@ -373,8 +373,11 @@ def explain_view(ctx: Context) -> None:
         params["max_channels"] = st.slider("Activation maps used (Faster Score-CAM)", 8, 64, 32, 8)
     layer = LAYERS[layer_label]
     store = _explanations()
-    key_of = lambda r: (ctx.model_key, ctx.image.key, r, method, layer, ctx.settings.threshold,
-                        tuple(sorted(params.items())))
+
+    def key_of(region):
+        return (ctx.model_key, ctx.image.key, region, method, layer, ctx.settings.threshold,
+                tuple(sorted(params.items())))
+
     if st.button("Run explanation", type="primary", disabled=not chosen):
         bar = st.progress(0.0, text="Explaining…")
         for i, region in enumerate(chosen):
@@ -724,7 +727,10 @@ def position_view(ctx: Context) -> None:
         st.info("**Run position tests** for the regions chosen: about a minute per region on "
                 "2 CPU cores (more at 384 px, and with occlusion).")
         return
-    number = lambda v: "n/a" if v is None or v != v else f"{v:.2f}"   # NaN: nothing predicted
+
+    def number(v):
+        return "n/a" if v is None or v != v else f"{v:.2f}"   # NaN: nothing predicted
+
     for col, (region, rep) in zip(st.columns(len(reports)), reports.items()):
         with col:
             s = rep.summary
