@@ -147,12 +147,14 @@ _MEASUREMENT_COLUMNS = {
     "name": st.column_config.TextColumn("Region"),
     "area_cm2": st.column_config.NumberColumn("Area (cm²)", format="%.2f"),
     "area_px": st.column_config.NumberColumn("Area (px)", format="%d"),
+    # Short headers, the words in their help: with ground truth six columns share half the page.
     "mean_confidence": st.column_config.NumberColumn(
-        "Mean confidence", format="%.3f", help="Mean probability inside the mask"),
+        "Confidence", format="%.3f", help="Mean probability inside the mask"),
     "jaccard": st.column_config.NumberColumn("Jaccard", format="%.3f"),
     "dice": st.column_config.NumberColumn("Dice", format="%.3f"),
     "mean_contour_distance_mm": st.column_config.NumberColumn(
-        "Contour dist. (mm)", format="%.2f", help="Mean distance between predicted and true outlines"),
+        "MCD (mm)", format="%.2f",
+        help="Mean contour distance: mean distance between predicted and true outlines"),
 }
 
 
