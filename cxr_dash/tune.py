@@ -101,6 +101,36 @@ def search_settings(region: str, args) -> dict:
             "min_epochs": args.min_epochs, "max_epochs": args.max_epochs}
 
 
+def settings_summary(settings: dict | None) -> str:
+    """What a study's trials were scored under, in words (the app's search view)."""
+    if not settings:
+        return ("not stored: the study predates stored search settings (its command is in "
+                "the README)")
+    loss_names = {"bce_jaccard": "BCE + Jaccard", "bce_dice": "BCE + Dice",
+                  "focal_jaccard": "focal + Jaccard", "focal_dice": "focal + Dice"}
+    view = settings.get("field_of_view")
+    whole = view is None or list(view) == [0.0, 1.0, 0.0, 1.0]
+    parts = [f"{settings['folds']} folds",
+             f"{settings['input_size']} px " + ("inputs" if whole else "over the region's field of view"),
+             (f"{settings['min_epochs']}–{settings['max_epochs']} epochs"
+              if settings["min_epochs"] != settings["max_epochs"] else
+              f"{settings['max_epochs']} epoch{'s' if settings['max_epochs'] != 1 else ''}"),
+             "batch " + "/".join(map(str, settings["batch_sizes"])),
+             f"learning rate {settings['lr_min']:g}–{settings['lr_max']:g}",
+             " or ".join(loss_names.get(x, x) for x in settings["losses"]),
+             f"{settings['augment_copies']} augmented "
+             f"cop{'y' if settings['augment_copies'] == 1 else 'ies'} per case per epoch"]
+    caps = [f"{settings[k]} {what if settings[k] != 1 else one}" for k, what, one in (
+        ("max_train_cases", "training cases", "training case"),
+        ("max_val_cases", "validation cases", "validation case"),
+        ("steps_per_epoch", "steps per epoch", "step per epoch")) if settings.get(k)]
+    if caps:
+        parts.append("at most " + ", ".join(caps) + " per fold")
+    parts.append("batch-norm statistics as training left them" if settings.get("no_bn_recalibration")
+                 else "batch-norm statistics re-estimated before each validation")
+    return " · ".join(parts)
+
+
 def setting_text(key: str, value) -> str:
     if key == "field_of_view":
         return f"field of view {value} (the registry's for the region)"

@@ -293,6 +293,8 @@ def test_search_view_shows_an_exported_study(app, tmp_path, monkeypatch):
     assert list(table[""]) == ["published (study)", "study's combination as run (trial 0)",
                                "best found (trial 1)"]
     assert list(table["mean IoU"])[1:] == [0.80, 0.86] and table["batch_size"][0] == 1
+    # Trials added by hand carry no search settings: the view says so rather than guess.
+    assert any("Trials scored under: not stored" in c.value for c in app.caption)
 
 
 def test_search_view_of_a_study_without_any_iou_yet(app, tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cxr_dash.tune import kfold_split, main
+from cxr_dash.tune import kfold_split, main, settings_summary
 
 
 def test_kfold_split_two_folds_is_the_parity_protocol():
@@ -38,6 +38,12 @@ def test_tiny_search_runs_resumes_and_exports(dataset, tmp_path, monkeypatch):
     assert "| 32 px | 2 |" in (out / "right_clavicle_best.md").read_text()
     assert second["settings"]["input_size"] == 32 and second["settings"]["folds"] == 2
     assert best["settings"]["input_size"] == 32 and best["settings"]["augment_copies"] == 2
+    # ... and the app's search view says them in words.
+    words = settings_summary(second["settings"])
+    for said in ("2 folds", "32 px over the region's field of view", "1 epoch ·", "batch 2",
+                 "2 augmented copies", "at most 4 training cases, 3 validation cases, 1 step per epoch",
+                 "re-estimated before each validation"):
+        assert said in words, (said, words)
     # The study's row was measured at batch 2, not its published batch 1: said in the export.
     assert second["published_as_run"]["differs"] == {"batch_size": {"published": 1, "measured": 2}}
     assert second["published_as_run"]["value"] == second["trials"][0]["value"]

@@ -788,7 +788,7 @@ def search_view(seg, settings: DisplaySettings | None = None) -> None:
     import plotly.express as px
 
     from cxr_dash.manifest import PROJECT_ROOT
-    from cxr_dash.tune import load_exports
+    from cxr_dash.tune import load_exports, settings_summary
 
     folders = [os.environ.get("CXR_TUNE_DIR") or "results/tune", str(PROJECT_ROOT / "results" / "tune"),
                str(PROJECT_ROOT / "weights" / "search")]
@@ -807,7 +807,8 @@ def search_view(seg, settings: DisplaySettings | None = None) -> None:
     trials = [t for t in payload["trials"] if t.get("learning_rate") is not None]
     done = [t for t in trials if t["state"] == "COMPLETE"]
     st.caption(f"Study `{payload['study']}`: {len(trials)} trials, {len(done)} complete, "
-               f"{sum(t['state'] == 'PRUNED' for t in trials)} pruned; exported {payload['exported']}.")
+               f"{sum(t['state'] == 'PRUNED' for t in trials)} pruned; exported {payload['exported']}.  \n"
+               f"Trials scored under: {settings_summary(payload.get('settings'))}.")
     as_run = next((t for t in trials if t.get("source") == "study table"), None)
     points = [{**t, "trial": "complete" if t["state"] == "COMPLETE" else "pruned (last IoU)"}
               for t in trials if t.get("value") is not None]
