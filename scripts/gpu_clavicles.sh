@@ -17,8 +17,9 @@
 #   heldout48_<region>: the shipped clavicle continued on its 152 training cases
 #       (odd fold + every other even case), validated on the 48 even cases no
 #       clavicle training step has seen: does this stage help or hurt?
-#   all200_<region>:    the same stage on all 200 development cases (what ships
-#       when the 48 say the stage does not hurt: it differs only by 48 more cases);
+#   all200_<region>:    the same stage on all 200 development cases (differing
+#       only by 48 more cases; in the end not shipped: with every case trained
+#       on, none is left to show it improved; README, "Training on a lent GPU");
 #   tune_left_clavicle: a Bayesian search (Optuna TPE) at 128 px, 2 folds, for
 #       as long as the others train.
 set -u
