@@ -108,8 +108,7 @@ def settings_summary(settings: dict | None) -> str:
                 "the README)")
     loss_names = {"bce_jaccard": "BCE + Jaccard", "bce_dice": "BCE + Dice",
                   "focal_jaccard": "focal + Jaccard", "focal_dice": "focal + Dice"}
-    view = settings.get("field_of_view")
-    whole = view is None or list(view) == [0.0, 1.0, 0.0, 1.0]
+    whole = FieldOfView.parse(settings.get("field_of_view")).is_full
     parts = [f"{settings['folds']} folds",
              f"{settings['input_size']} px " + ("inputs" if whole else "over the region's field of view"),
              (f"{settings['min_epochs']}–{settings['max_epochs']} epochs"
