@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import streamlit as st  # noqa: E402
 
-from cxr_dash.quality import plausibility_warnings  # noqa: E402
+from cxr_dash.quality import exposure_warnings, plausibility_warnings  # noqa: E402
 from cxr_dash.ui import dataset_view, state, views  # noqa: E402
 
 NOTICE = ("**Research use only — not for diagnosis.** Uploaded images are processed in memory "
@@ -99,6 +99,8 @@ def build_context(seg, image, settings, tta: bool) -> views.Context:
                    "\n".join(f"- {w}" for w in warnings[:-1]) + f"\n\n{warnings[-1]} "
                    "An image stored inverted or mirrored can be corrected under *Image "
                    "corrections* in the sidebar.")
+    for warning in exposure_warnings(image.pixels):
+        st.warning(f"**Grey scale clipped?** {warning}")
     return views.Context(seg, model_key, image, probs, masks, settings, results_key)
 
 

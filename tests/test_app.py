@@ -178,6 +178,21 @@ def test_sixteen_bit_png_upload(app, data_dir):
     assert "case16.png" in current_name(app)
 
 
+def test_an_export_with_a_clipped_dark_tail_is_flagged(app, data_dir):
+    def flagged() -> bool:
+        return any("Grey scale clipped?" in w.value for w in app.warning)
+
+    upload(app, "JPCLN074.png", real_png(data_dir, "JPCLN074"), "image/png")
+    assert not flagged()
+    pixels = np.array(Image.open(io.BytesIO(real_png(data_dir, "JPCLN074")))).astype(np.float32)
+    lo = np.percentile(pixels, 5)       # the darkest 5% clipped to black, as a narrow window does
+    clipped = np.clip((pixels - lo) / (pixels.max() - lo) * 255, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(clipped).save(buffer, format="PNG")
+    upload(app, "clipped.png", buffer.getvalue(), "image/png")
+    assert flagged() and "clipped.png" in current_name(app)
+
+
 def test_a_padded_upload_is_cropped_to_its_content_and_can_be_kept_whole(app, data_dir):
     pixels = np.array(Image.open(io.BytesIO(real_png(data_dir))))
     buffer = io.BytesIO()

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from cxr_dash.quality import plausibility_warnings
+from cxr_dash.quality import clipped_dark_share, exposure_warnings, plausibility_warnings
 
 
 # JPCLN128: a slim patient on a dark background, darker on average than her lungs.
@@ -64,3 +64,26 @@ def test_overlapping_lungs_are_flagged_as_a_possible_lateral_view(dataset):
     masks["left_lung"] = masks["left_lung"] | masks["right_lung"]   # both claim the same field
     assert any("lateral view" in w and "overlap" in w for w in plausibility_warnings(case.image, masks))
     assert not any("overlap" in w for w in plausibility_warnings(case.image, case.masks))
+
+
+def clip_tails(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """An export with a narrow window: the band between two percentiles stretched to 0-255."""
+    lo, hi = np.percentile(image, [low, high])
+    return np.clip(np.round((image.astype(np.float32) - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
+
+
+def test_a_clipped_dark_tail_is_flagged_and_the_cases_as_stored_are_not(dataset):
+    # As stored, black lies only outside the body: all 200 development cases pass.
+    for case_id in dataset.cases_with_masks():
+        assert exposure_warnings(dataset.load_image(case_id).pixels) == [], case_id
+    # JPCLN074 with its darkest 5% clipped to black: 6.9% of the central box turns flat
+    # black, and the shipped right lung scores 0.25 on it instead of 0.92.
+    image = dataset.load_image("JPCLN074").pixels
+    clipped = clip_tails(image, 5, 100)
+    assert clipped_dark_share(clipped) > 0.05
+    (warning,) = exposure_warnings(clipped)
+    assert "clipped" in warning and "darkest" in warning
+    # The bright tail clipped instead costs the models nothing measurable: no warning.
+    assert exposure_warnings(clip_tails(image, 0, 95)) == []
+    # The same pixels at 16 bits are judged alike.
+    assert len(exposure_warnings(clipped.astype(np.uint16) * 257)) == 1
