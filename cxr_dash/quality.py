@@ -22,8 +22,8 @@ CENTRAL_BOX = ((0.15, 0.85), (0.10, 0.90))
 # Share of that box at the image's darkest value above which the dark tail looks clipped.
 # SCR as stored: at most 0.02% (all 200 cases; black lies only outside the body). Re-exported
 # with the darkest 5% of pixels clipped to black, held-out cases whose lungs it reached lost
-# up to 0.76 Jaccard on the right lung, with 0.06-6.9% of the box black (the models learned
-# flat black as "outside the body"); scripts/acquisition.py measures the routes.
+# up to 0.76 Jaccard on the right lung, with 0.06-6.9% of the box black: the lung's texture,
+# which the models read, is gone there; scripts/acquisition.py measures the routes.
 CLIPPED_DARK_SHARE = 0.0005
 
 
@@ -106,8 +106,9 @@ def clipped_dark_share(image: np.ndarray) -> float:
 def exposure_warnings(image: np.ndarray) -> list[str]:
     """Reasons to distrust the result that lie in the export's grey scale, not in the anatomy.
 
-    A narrow display window burned into an export clips the darkest lung to flat black,
-    which the models read as outside the body: lung is then missed where it is darkest.
+    A narrow display window burned into an export clips the darkest lung to flat black:
+    its texture is gone, and the models miss lung there. Nothing brings it back (filling
+    those pixels, inpainted or as a noisy dark grey, made the masks worse): warn.
     (A clip to a level above the image's minimum, under a black border, is not caught.)
     """
     share = clipped_dark_share(image)
@@ -115,6 +116,6 @@ def exposure_warnings(image: np.ndarray) -> list[str]:
         return []
     return [f"{share:.{1 if share >= 0.01 else 2}%} of the image's central part is at its darkest "
             "grey level: the dark end of the grey scale looks clipped (an export with a narrow "
-            "display window). The models read flat black as outside the body and can miss the "
-            "darkest lung. If you can, use an export with a wider window (a DICOM file's own "
+            "display window). The lung's texture is gone where it is flat black, and the models "
+            "can miss the darkest lung there. If you can, use an export with a wider window (a DICOM file's own "
             "window is applied, as the file asks)."]
