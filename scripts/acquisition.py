@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cxr_dash.imaging import read_image  # noqa: E402
+
 
 def _unit(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) / 255.0
@@ -38,25 +40,19 @@ def _uint8(unit: np.ndarray) -> np.ndarray:
 def jsrt_img_route(image: np.ndarray) -> np.ndarray:
     """The original distribution's route: 2048 x 2048, 12 bits, stored inverted
     (high values dark), big-endian, no header; read back by ``read_image``."""
-    from cxr_dash.imaging import read_image
-
     up = cv2.resize(_unit(image), (2048, 2048), interpolation=cv2.INTER_CUBIC)
     raw = (4095 - np.clip(np.round(up * 4095), 0, 4095)).astype(">u2")
     return read_image(raw.tobytes(), name="case.IMG").pixels
 
 
 def png16_route(image: np.ndarray) -> np.ndarray:
-    from cxr_dash.imaging import read_image
-
-    ok, data = cv2.imencode(".png", (image.astype(np.uint16) * 257))
+    _, data = cv2.imencode(".png", (image.astype(np.uint16) * 257))
     return read_image(data.tobytes(), name="case.png").pixels
 
 
 def jpeg_route(quality: int):
     def route(image: np.ndarray) -> np.ndarray:
-        from cxr_dash.imaging import read_image
-
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        _, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
         return read_image(data.tobytes(), name="case.jpg").pixels
     return route
 
