@@ -79,9 +79,10 @@ def choose_input() -> state.CurrentImage | None:
         start = {} if "case" in st.session_state else {"index": default}
         state.handle_case(ds, st.sidebar.selectbox("Case", cases, key="case", **start))
     if (image := state.current()) is not None:
-        st.sidebar.caption(f"Current: **{image.name}** ({image.original_shape[1]} x "
-                           f"{image.original_shape[0]})" + "".join(f" · {n}" for n in image.notes))
+        current = st.sidebar.empty()      # above the corrections, but saying what they did
         image = views.orientation_input(views.pixel_spacing_input(image))
+        current.caption(f"Current: **{image.name}** ({image.original_shape[1]} x "
+                        f"{image.original_shape[0]})" + "".join(f" · {n}" for n in image.notes))
     return image
 
 
@@ -100,7 +101,10 @@ def build_context(seg, image, settings, tta: bool) -> views.Context:
                    "An image stored inverted or mirrored can be corrected under *Image "
                    "corrections* in the sidebar.")
     for warning in exposure_warnings(image.pixels):
-        st.warning(f"**Grey scale clipped?** {warning}")
+        windowed = image.unwindowed is not None and state.WINDOW_NOTE not in image.notes
+        st.warning(f"**Grey scale clipped?** {warning}" + (
+            " This file's display window can be ignored under *Image corrections* in the sidebar."
+            if windowed else ""))
     return views.Context(seg, model_key, image, probs, masks, settings, results_key)
 
 

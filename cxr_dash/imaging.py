@@ -43,6 +43,10 @@ class Radiograph:
     name: str = ""
     pixel_spacing_mm: float | None = None  # None when the file does not say
     notes: list[str] = field(default_factory=list)  # harmless conversions done
+    # DICOM only: the pixels as the modality LUT left them, before the file's display
+    # window / VOI LUT, in the same orientation; None when no window was applied. A
+    # narrow window can clip the darkest lung to flat black, which the models cannot read.
+    unwindowed: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -322,14 +326,18 @@ def _dicom_radiograph(ds, name: str) -> Radiograph:
             f"{name}: the DICOM rescale (RescaleSlope {_dicom_text(ds, 'RescaleSlope')}, "
             f"RescaleIntercept {_dicom_text(ds, 'RescaleIntercept')}) or modality LUT is "
             "invalid: it does not give numeric pixel values.")
+    unwindowed = None
     if ("WindowCenter" in ds and "WindowWidth" in ds) or "VOILUTSequence" in ds:
-        arr, voi_note = _apply_voi(arr, ds)
+        windowed, voi_note = _apply_voi(arr, ds)
         notes.append(voi_note)
+        arr, unwindowed = windowed, (arr if windowed is not arr else None)
     if photometric == "MONOCHROME1":
         # MONOCHROME1: high values are dark. Flip so bone is bright.
         arr = reorient(arr, invert=True)
+        unwindowed = None if unwindowed is None else reorient(unwindowed, invert=True)
         notes.append("MONOCHROME1 inverted to display orientation")
-    return Radiograph(np.ascontiguousarray(arr), "dicom", name, _dicom_spacing(ds), notes)
+    return Radiograph(np.ascontiguousarray(arr), "dicom", name, _dicom_spacing(ds), notes,
+                      None if unwindowed is None else np.ascontiguousarray(unwindowed))
 
 
 def _apply_voi(arr: np.ndarray, ds) -> tuple[np.ndarray, str]:

@@ -117,5 +117,10 @@ def exposure_warnings(image: np.ndarray) -> list[str]:
     return [f"{share:.{1 if share >= 0.01 else 2}%} of the image's central part is at its darkest "
             "grey level: the dark end of the grey scale looks clipped (an export with a narrow "
             "display window). The lung's texture is gone where it is flat black, and the models "
-            "can miss the darkest lung there. If you can, use an export with a wider window (a DICOM file's own "
-            "window is applied, as the file asks)."]
+            "can miss the darkest lung there. If you can, use an export with a wider window."]
+
+
+def window_clips_dark_end(windowed: np.ndarray, unwindowed: np.ndarray) -> bool:
+    """Whether a DICOM display window clipped the dark end where the pixels without it do
+    not: then the window hides lung that the file's own range still holds."""
+    return bool(exposure_warnings(windowed)) and not exposure_warnings(unwindowed)

@@ -193,6 +193,28 @@ def test_an_export_with_a_clipped_dark_tail_is_flagged(app, data_dir):
     assert flagged() and "clipped.png" in current_name(app)
 
 
+def test_a_dicom_window_that_clips_the_lungs_is_ignored_and_can_be_kept(app, data_dir):
+    from tests.test_imaging import make_dicom
+
+    def clipped_warnings() -> list[str]:
+        return [w.value for w in app.warning if "Grey scale clipped?" in w.value]
+
+    pixels = np.array(Image.open(io.BytesIO(real_png(data_dir, "JPCLN074")))).astype(np.uint16) * 16
+    lo, hi = np.percentile(pixels, [5, 100])          # a window that clips the darkest 5%
+    upload(app, "narrow.dcm", make_dicom(pixels, window=((lo + hi) / 2, hi - lo)))
+    assert any(e.label == "Image corrections: DICOM window ignored" for e in app.sidebar.expander)
+    assert "full range used" in current_name(app) and not clipped_warnings()
+    box = next(c.key for c in app.sidebar.checkbox if c.key.startswith("nowindow_"))
+    app.sidebar.checkbox(key=box).uncheck().run()      # the file's window, as it asks
+    assert not app.exception
+    (warning,) = clipped_warnings()
+    assert "display window can be ignored" in warning
+    # A window that leaves the dark end alone stays applied, and nothing is said.
+    upload(app, "wide.dcm", make_dicom(pixels, window=(hi / 2, hi * 1.2)))
+    assert "DICOM window / VOI LUT applied" in current_name(app) and not clipped_warnings()
+    assert not any("DICOM window ignored" in e.label for e in app.sidebar.expander)
+
+
 def test_a_padded_upload_is_cropped_to_its_content_and_can_be_kept_whole(app, data_dir):
     pixels = np.array(Image.open(io.BytesIO(real_png(data_dir))))
     buffer = io.BytesIO()

@@ -126,6 +126,18 @@ def test_dicom_rescale_and_window_are_applied():
     assert (win.pixels[:10] == win.pixels.min()).all() and (win.pixels[-10:] == win.pixels.max()).all()
 
 
+def test_a_windowed_dicom_keeps_its_pixels_without_the_window():
+    # The app can ignore a window that clips the lungs: the reader keeps the full range.
+    arr = gradient(dtype=np.uint16, high=1000)
+    win = read_image(make_dicom(arr, window=(500, 200)), "w.dcm")
+    np.testing.assert_allclose(win.unwindowed, arr)
+    assert (win.pixels[:10] == win.pixels.min()).all()      # the window itself still applied
+    assert read_image(make_dicom(arr), "plain.dcm").unwindowed is None
+    assert read_image(make_dicom(arr, window=(500, 0)), "w0.dcm").unwindowed is None   # ignored window
+    mono1 = read_image(make_dicom(arr, "MONOCHROME1", window=(500, 200)), "m1.dcm")
+    np.testing.assert_allclose(mono1.unwindowed, 1000 - arr)   # display orientation, as its pixels
+
+
 @pytest.mark.parametrize("data,name,message", [
     (b"", "empty.png", "empty"),
     (b"hello, this is text", "notes.txt", "not a supported image"),

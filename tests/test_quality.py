@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from cxr_dash.quality import clipped_dark_share, exposure_warnings, plausibility_warnings
+from cxr_dash.quality import (clipped_dark_share, exposure_warnings, plausibility_warnings,
+                              window_clips_dark_end)
 
 
 # JPCLN128: a slim patient on a dark background, darker on average than her lungs.
@@ -87,3 +88,11 @@ def test_a_clipped_dark_tail_is_flagged_and_the_cases_as_stored_are_not(dataset)
     assert exposure_warnings(clip_tails(image, 0, 95)) == []
     # The same pixels at 16 bits are judged alike.
     assert len(exposure_warnings(clipped.astype(np.uint16) * 257)) == 1
+
+
+def test_a_window_clips_the_dark_end_only_where_the_full_range_does_not(dataset):
+    image = dataset.load_image("JPCLN074").pixels
+    clipped = clip_tails(image, 5, 100)
+    assert window_clips_dark_end(clipped, image)
+    assert not window_clips_dark_end(image, image)
+    assert not window_clips_dark_end(clipped, clipped)     # the full range is clipped too

@@ -22,6 +22,7 @@ from cxr_dash.render import downsample_for_display
 
 WORKING_SIDE = 1024   # the app works at <= 1024 px, the SCR masks' resolution
 BORDER_NOTE = "uniform border cropped"   # the note ``corrected`` adds; Downloads quotes it
+WINDOW_NOTE = "DICOM window ignored: the file's full range used"
 
 
 @dataclass
@@ -38,6 +39,9 @@ class CurrentImage:
     # (y0, y1, x0, x1) of ``pixels`` inside their wide uniform edge bands, found once
     # at decoding; None when there are none (cxr_dash.preprocess.content_box).
     content: tuple[int, int, int, int] | None = None
+    # A DICOM upload whose display window was applied: its pixels without the window
+    # (working resolution, display orientation), for *Image corrections*.
+    unwindowed: np.ndarray | None = None
 
 
 def model_dir() -> Path:
@@ -91,8 +95,11 @@ def image_from_upload(name: str, data: bytes) -> CurrentImage:
     radiograph = read_image(data, name)
     small, spacing = _working_copy(radiograph.pixels, radiograph.pixel_spacing_mm)
     digest = hashlib.sha1(data).hexdigest()[:16]
+    unwindowed = None
+    if radiograph.unwindowed is not None:
+        unwindowed, _ = _working_copy(radiograph.unwindowed, None)
     return CurrentImage(digest, name, small, radiograph.shape, spacing, "upload",
-                        notes=radiograph.notes, content=_content(small))
+                        notes=radiograph.notes, content=_content(small), unwindowed=unwindowed)
 
 
 def image_from_case(ds: SCRDataset, case_id: str) -> CurrentImage:
@@ -169,7 +176,8 @@ def with_pixel_spacing(image: CurrentImage, original_spacing_mm: float) -> Curre
     return replace(image, spacing_mm=original_spacing_mm * scale)
 
 
-def corrected(image: CurrentImage, invert: bool, mirror: bool, crop_border: bool = False) -> CurrentImage:
+def corrected(image: CurrentImage, invert: bool, mirror: bool, crop_border: bool = False,
+              ignore_window: bool = False) -> CurrentImage:
     """The image as corrected in the sidebar, under its own cache key (its results are
     computed once and kept beside the original's). Ground truth is cropped and
     mirrored with it.
@@ -177,9 +185,13 @@ def corrected(image: CurrentImage, invert: bool, mirror: bool, crop_border: bool
     ``crop_border`` cuts the wide uniform bands found at decoding (``content``), so
     that every view, explanations and position tests included, works on what the
     models segment, not only ``predict``, which trims them by itself.
+
+    ``ignore_window`` starts from a DICOM's pixels without its display window (when
+    one was applied): a narrow window clips the darkest lung to flat black.
     """
     crop = crop_border and image.content is not None
-    if not (invert or mirror or crop):
+    unwindow = ignore_window and image.unwindowed is not None
+    if not (invert or mirror or crop or unwindow):
         return image
     from cxr_dash.imaging import reorient
 
@@ -189,11 +201,13 @@ def corrected(image: CurrentImage, invert: bool, mirror: bool, crop_border: bool
         return reorient(a[y0:y1, x0:x1], invert and contrast, mirror)
 
     truth = {r: fix(m) for r, m in image.truth.items()} if image.truth else None
-    notes = image.notes + ([f"{BORDER_NOTE}: {describe_border(image)}"] if crop else [])
+    notes = [n for n in image.notes if not (unwindow and n.startswith("DICOM window"))]
+    notes += ([f"{BORDER_NOTE}: {describe_border(image)}"] if crop else []) + (
+        [WINDOW_NOTE] if unwindow else [])
     return replace(image, key=f"{image.key}|{'inv' if invert else ''}{'mir' if mirror else ''}"
-                              f"{'crop' if crop else ''}",
-                   pixels=fix(image.pixels, contrast=True), truth=truth, notes=notes,
-                   content=None if crop else image.content)
+                              f"{'crop' if crop else ''}{'nowin' if unwindow else ''}",
+                   pixels=fix(image.unwindowed if unwindow else image.pixels, contrast=True),
+                   truth=truth, notes=notes, content=None if crop else image.content)
 
 
 def describe_border(image: CurrentImage) -> str:

@@ -10,6 +10,7 @@ import streamlit as st
 
 from cxr_dash.data import SPLIT_DESCRIPTIONS, describe_validation
 from cxr_dash.preprocess import FieldOfView
+from cxr_dash.quality import window_clips_dark_end
 from cxr_dash.regions import REGIONS, hex_colour
 from cxr_dash.render import (EXTRA_COLOUR, MISSED_COLOUR, colormap, colour_bar, display_rgb, outline_box,
                              overlay_errors, overlay_heatmap, overlay_masks, zoom_box)
@@ -78,12 +79,15 @@ def pixel_spacing_input(image: state.CurrentImage) -> state.CurrentImage:
 def orientation_input(image: state.CurrentImage) -> state.CurrentImage:
     """Sidebar: correct an image stored the wrong way round, or framed in wide uniform
     bands, before the models see it."""
-    crop_key = f"crop_{image.key}"
+    crop_key, window_key = f"crop_{image.key}", f"nowindow_{image.key}"
     if image.content is not None and crop_key not in st.session_state:
         st.session_state[crop_key] = True      # on when found: the models expect no such bands
+    if image.unwindowed is not None and window_key not in st.session_state:
+        # On when the file's window clips the dark end and its own range does not.
+        st.session_state[window_key] = window_clips_dark_end(image.pixels, image.unwindowed)
     # The label says what is on, so a collapsed expander does not hide a correction.
-    on = [what for what, key in (("inverted", f"invert_{image.key}"), ("mirrored", f"mirror_{image.key}"),
-                                 ("border cropped", crop_key))
+    on = [what for what, key in (("DICOM window ignored", window_key), ("inverted", f"invert_{image.key}"),
+                                 ("mirrored", f"mirror_{image.key}"), ("border cropped", crop_key))
           if st.session_state.get(key)]
     with st.sidebar.expander("Image corrections" + (f": {', '.join(on)}" if on else ""), expanded=bool(on)):
         crop = False
@@ -93,6 +97,14 @@ def orientation_input(image: state.CurrentImage) -> state.CurrentImage:
                                     "margin) shrink the anatomy the models saw filling the frame; "
                                     "cropping them is on when found. Masks, heatmaps and downloads "
                                     "then follow the cropped image.")
+        ignore_window = False
+        if image.unwindowed is not None:
+            ignore_window = st.checkbox(
+                "Ignore the DICOM display window", key=window_key,
+                help="The file's window / VOI LUT is applied when the file is read. A narrow one "
+                     "clips the darkest lung to flat black, where the models find no lung; the "
+                     "file's full range keeps it. On when the window clips and the full range "
+                     "does not (the sidebar's intensity window still sets the display).")
         invert = st.checkbox("Invert grey scale", False, key=f"invert_{image.key}",
                              help="For an image whose lungs are bright and bones dark (e.g. a "
                                   "MONOCHROME1 file exported without its inversion).")
@@ -100,7 +112,7 @@ def orientation_input(image: state.CurrentImage) -> state.CurrentImage:
                              help="For an image stored flipped: the patient's right must be on the "
                                   "image's left. Masks, heatmaps and downloads then follow the "
                                   "mirrored image, not the file.")
-    return state.corrected(image, invert, mirror, crop)
+    return state.corrected(image, invert, mirror, crop, ignore_window)
 
 
 def inference_settings(seg) -> bool:
