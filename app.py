@@ -101,10 +101,9 @@ def build_context(seg, image, settings, tta: bool) -> views.Context:
                    "An image stored inverted or mirrored can be corrected under *Image "
                    "corrections* in the sidebar.")
     for warning in exposure_warnings(image.pixels):
-        windowed = image.unwindowed is not None and state.WINDOW_NOTE not in image.notes
         st.warning(f"**Grey scale clipped?** {warning}" + (
             " This file's display window can be ignored under *Image corrections* in the sidebar."
-            if windowed else ""))
+            if image.unwindowed is not None else ""))
     return views.Context(seg, model_key, image, probs, masks, settings, results_key)
 
 

@@ -207,7 +207,10 @@ def corrected(image: CurrentImage, invert: bool, mirror: bool, crop_border: bool
     return replace(image, key=f"{image.key}|{'inv' if invert else ''}{'mir' if mirror else ''}"
                               f"{'crop' if crop else ''}{'nowin' if unwindow else ''}",
                    pixels=fix(image.unwindowed if unwindow else image.pixels, contrast=True),
-                   truth=truth, notes=notes, content=None if crop else image.content)
+                   truth=truth, notes=notes, content=None if crop else image.content,
+                   # What is left to un-window, corrected alike; nothing once the window is ignored.
+                   unwindowed=None if unwindow or image.unwindowed is None
+                   else fix(image.unwindowed, contrast=True))
 
 
 def describe_border(image: CurrentImage) -> str:
