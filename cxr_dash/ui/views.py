@@ -2,6 +2,7 @@
 computed in ``cxr_dash``; nothing numeric is decided here."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -569,19 +570,24 @@ def _history_figure(history: list[dict], epoch: int, stage_markers=()) -> None:
                              line=dict(color="#1f77b4", width=2.5)), secondary_y=True)
     fig.add_trace(go.Scatter(x=ep, y=[h.get("val_dice") for h in history], name="validation Dice",
                              line=dict(color="#2ca02c", dash="dot")), secondary_y=True)
-    span, previous, row = max(ep) - min(ep) + 1, None, 0
+    span = max(ep) - min(ep) + 1
+    # Labels of stages a few epochs apart would print over each other: each goes
+    # on the lowest row whose last label has ended, its width estimated from its
+    # length (about 80 characters of 10 px text across the chart).
+    row_ends = [-math.inf] * 3
     for start, label in stage_markers:
         # A new stage (e.g. fine-tuning at a higher input size) restarts the
         # optimiser: the jump in loss there is the change of resolution.
         fig.add_vline(x=start - 0.5, line_color="#888", line_dash="dot")
-        # Labels of stages a few epochs apart would print over each other: alternate rows.
-        row = 1 - row if previous is not None and start - previous < span / 8 else 0
+        free = [r for r, end in enumerate(row_ends) if end <= start - 0.5]
+        row = free[0] if free else min(range(len(row_ends)), key=row_ends.__getitem__)
+        row_ends[row] = start - 0.5 + (len(label) + 1) * span / 80
         fig.add_annotation(x=start - 0.5, y=1.0, yref="paper", text=label, showarrow=False,
                            xanchor="left", yanchor="bottom", yshift=12 * row,
                            font=dict(size=10, color="#666"))
-        previous = start
+    rows_used = sum(end > -math.inf for end in row_ends)
     fig.add_vline(x=epoch, line_color="#d62728", line_dash="dash")
-    fig.update_layout(height=352, margin=dict(l=0, r=0, t=36, b=0),
+    fig.update_layout(height=352, margin=dict(l=0, r=0, t=24 + 12 * max(rows_used, 1), b=0),
                       legend=dict(orientation="h", y=-0.25))
     fig.update_xaxes(title_text="epoch")
     # The right axis (IoU / Dice) carries the grid: those are the curves read against values.
