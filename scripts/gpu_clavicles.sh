@@ -22,16 +22,31 @@
 #       on, none is left to show it improved; README, "Training on a lent GPU");
 #   tune_left_clavicle: a Bayesian search (Optuna TPE) at 128 px, 2 folds, for
 #       as long as the others train.
+#
+# A second lease (2026-12-01; README item 13) ran two calls of "train512"
+# after "setup": with EPOCHS=10 (default), then EPOCHS=20 TIME_LIMIT=330, each
+# carrying .gpu/data, the 512 px packs (python -m cxr_dash.pack --region
+# left_clavicle right_clavicle --input-size 512 --out .gpu/data, ~50 MB).
+# What travels is limited to 64 MiB per call, tracked files included, and
+# weights/ is ~122 MB: the calls were made with weights/ out of git's index
+# (git rm -r -q --cached weights; /weights/ in .git/info/exclude; afterwards
+# git reset -q -- weights), the weights to start from carried in .gpu/init by
+# setup. Each clavicle is fine-tuned at 512 px, near the masks' own
+# resolution over its window (0.5 x 0.6 of a 1024 px image), at two learning
+# rates side by side; the run of each region with the better validation IoU
+# on its 48 held-out cases comes back (two int8 models fit one call's 64 MiB;
+# four would not). LIMIT_CASES (a smoke test here: a few cases, one epoch,
+# with SKIP_INSTALL=1 KERAS_BACKEND=tensorflow OUT=/tmp/out) adjusts it.
 set -u
 mode=${1:-train}
 RES=/tmp/gpu_results
-export PYTHONPATH=/tmp/site KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1
 # Five processes share the GPU: a fixed share of its memory each, not 75% for the first.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.15
 export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache
 
 install() {
-    [ -d /tmp/site/keras ] || python3 -m pip install -q --no-index --no-deps --no-compile \
+    [ -n "${SKIP_INSTALL:-}" ] || [ -d /tmp/site/keras ] || python3 -m pip install -q --no-index --no-deps --no-compile \
         --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 }
 
@@ -78,6 +93,49 @@ train)
         && split -b 15M -d gpu_results.tgz gpu_results.part && ls -la gpu_results.tgz gpu_results.part*)
     cp /tmp/gpu_results.part0[0-3] $OUT/ 2>/dev/null; cat $RES/*.log > $OUT/logs.txt
     ls /tmp/gpu_results.part*
+    ;;
+train512)
+    install
+    export XLA_PYTHON_CLIENT_MEM_FRACTION=0.2      # four processes
+    # The shipped weights, from the tree if they travelled, else from "setup" (the
+    # tree travels only up to 64 MiB: the lease ran setup first, weights/ left out).
+    init=${INIT:-weights}; [ -s $init/left_clavicle.npz ] || init=/tmp/gpu_init
+    [ -s $init/left_clavicle.npz ] || { echo "no weights to start from: run setup first"; exit 1; }
+    mkdir -p $RES
+    epochs=${EPOCHS:-10} tag=${TAG:-512}
+    stage="--input-size 512 --optimizer adam --batch-size 8 --schedule cosine --warmup-epochs 0.5
+           --epochs $epochs --augment-copies 4 --patience 1000 --no-restore-best --data-workers 4
+           --time-limit ${TIME_LIMIT:-360} --data ${DATA:-.gpu/data} --fold odd+half-even ${EXTRA:-} ${LIMIT_CASES:-}"
+    for region in ${REGIONS:-left_clavicle right_clavicle}; do
+        for lr in ${LRS:-1e-4 2e-4}; do
+            python3 -m cxr_dash.train --region $region $stage --lr $lr \
+                --init-weights $init/$region.npz --out $RES/${tag}_lr${lr}_$region \
+                --note "GPU stage (H200, JAX): fine-tuned at 512 px, $epochs epochs x 4 copies on the 152 cases, Adam $lr cosine ${EXTRA:-}" \
+                > $RES/${tag}_lr${lr}_$region.log 2>&1 &
+        done
+    done
+    while [ -n "$(jobs -r)" ]; do sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used \
+        --format=csv,noheader 2>/dev/null; tail -qn1 $RES/*.log | cut -c1-150; done
+    wait
+    tail -n 3 $RES/*.log
+    # Per region, the run with the better validation IoU on the 48 held-out cases comes back.
+    keep=$(python3 - "$RES" "$tag" ${KEEP_ALL:+all} <<'PY'
+import json, sys
+from pathlib import Path
+runs = {}
+for manifest in Path(sys.argv[1]).glob(sys.argv[2] + "_*/manifest.json"):
+    for region, entry in json.loads(manifest.read_text())["regions"].items():
+        iou = entry["metrics"]["validation_at_input_size"]["jaccard"]
+        print(f"{manifest.parent.name}: validation IoU {iou:.4f}", file=sys.stderr)
+        runs.setdefault(region, []).append((iou, manifest.parent.name))
+best = [max(found)[1] for found in runs.values()]
+print(" ".join(run for found in runs.values() for _, run in found) if sys.argv[3:] else " ".join(best))
+PY
+)
+    echo "kept: $keep"
+    (cd $RES && tar czf /tmp/gpu512.tgz $keep *.log) && (cd /tmp && split -b 15M -d gpu512.tgz gpu512.part)
+    ls -la /tmp/gpu512.tgz /tmp/gpu512.part*
+    cp /tmp/gpu512.part0[0-3] $OUT/ 2>/dev/null; cat $RES/*.log > $OUT/logs512.txt
     ;;
 fetch)
     # Parts 4 at a time (64 MiB per call): fetch 1 -> parts 4-7.
