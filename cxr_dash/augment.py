@@ -2,7 +2,9 @@
 
 Geometric: rotation, shift, scale, applied identically to image and mask.
 Photometric: brightness, contrast, gamma. No horizontal flip: "left" and
-"right" are the patient's sides, and a flip would swap them.
+"right" are the patient's sides, and a flip would swap them. Optionally,
+framing bands: the radiograph shrunk inside uniform bands on some sides, as
+padding, a letterbox or collimation frames it (off by default).
 """
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ class AugmentConfig:
     brightness: float = 0.1        # additive, in [0, 1] intensity units
     contrast: tuple[float, float] = (0.8, 1.2)
     gamma: tuple[float, float] = (0.7, 1.5)
+    # Share of copies framed by bands (0: never; the recipes before it drew no
+    # random numbers for it, so they reproduce unchanged) and a band's width
+    # as a fraction of the side. A band's level is black, white or a grey.
+    band_probability: float = 0.0
+    band_fraction: tuple[float, float] = (0.02, 0.15)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +55,23 @@ def warp(image: np.ndarray, matrix: np.ndarray, nearest: bool = False,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
 
 
+def frame_in_bands(image: np.ndarray, mask: np.ndarray, widths, level: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Shrink image and mask into the rectangle that bands of ``widths`` (top,
+    bottom, left, right; fractions of the side) leave, and fill the bands with
+    ``level``: what padding an exported radiograph does to the model's input."""
+    size = image.shape[0]
+    top, bottom, left, right = (int(round(w * size)) for w in widths)
+    inner_h, inner_w = size - top - bottom, size - left - right
+    img = np.full_like(image, level)
+    msk = np.zeros_like(mask)
+    img[top:top + inner_h, left:left + inner_w] = cv2.resize(image, (inner_w, inner_h),
+                                                             interpolation=cv2.INTER_AREA)
+    msk[top:top + inner_h, left:left + inner_w] = cv2.resize(mask, (inner_w, inner_h),
+                                                             interpolation=cv2.INTER_NEAREST)
+    return img, msk
+
+
 def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
                  cfg: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, np.ndarray]:
     """image: (S, S) float32 in [0, 1]; mask: (S, S) uint8. Returns augmented copies."""
@@ -61,7 +85,16 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     msk = warp(mask.astype(np.float32), m, nearest=True)
     img = np.clip(img, 0.0, 1.0) ** rng.uniform(*cfg.gamma)
     img = (img - 0.5) * rng.uniform(*cfg.contrast) + 0.5 + rng.uniform(-cfg.brightness, cfg.brightness)
-    return np.clip(img, 0.0, 1.0).astype(np.float32), (msk > 0.5).astype(np.uint8)
+    img, msk = np.clip(img, 0.0, 1.0).astype(np.float32), (msk > 0.5).astype(np.uint8)
+    if cfg.band_probability > 0 and rng.uniform() < cfg.band_probability:
+        # After the photometric jitter: a padded export's bands are flat, at
+        # the level the export chose, whatever the tone curve inside.
+        sides = rng.uniform(size=4) < 0.5
+        sides[rng.integers(4)] = True                      # at least one side
+        widths = np.where(sides, rng.uniform(*cfg.band_fraction, size=4), 0.0)
+        level = (0.0, 1.0, rng.uniform(0.2, 0.8))[rng.integers(3)]
+        img, msk = frame_in_bands(img, msk, widths, level)
+    return img, msk
 
 
 def augmented_copies(images: np.ndarray, copies: int, seed: int = 0,

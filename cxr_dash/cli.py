@@ -69,6 +69,16 @@ def positive_int(value: str) -> int:
     return number
 
 
+def probability_argument(value: str) -> float:
+    try:
+        p = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value!r}") from None
+    if not 0.0 <= p <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value}")
+    return p
+
+
 def input_size_argument(value: str) -> int:
     """The U-Net's encoder halves its input five times: sides must be multiples of 32."""
     size = positive_int(value)

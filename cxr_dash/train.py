@@ -27,7 +27,7 @@ import numpy as np
 
 from . import data as scr
 from .cli import (DATA_OR_PACK_HELP, DATA_WORKERS_HELP, data_or_pack_argument, input_size_argument,
-                  open_dataset, positive_int, region_argument)
+                  open_dataset, positive_int, probability_argument, region_argument)
 from .augment import AugmentConfig, augment_pair, augmented_copies
 from .manifest import read_manifest, update_region
 from .metrics import dice, jaccard
@@ -508,6 +508,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--loss", choices=LOSSES, default=None, help=f"default: {TrainConfig.loss}")
     p.add_argument("--augment-copies", type=positive_int, default=None,
                    help=f"augmented copies of each case per epoch (default: {TrainConfig.augment_copies})")
+    p.add_argument("--band-augment", type=probability_argument, default=0.0, metavar="P",
+                   help="share of augmented copies shrunk inside uniform bands (black, white or "
+                        "grey, 2-15%% of a side, on random sides), as padding or collimation "
+                        "frames a radiograph (default: 0, none)")
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--no-restore-best", action="store_true",
                    help="keep the last epoch's weights (use when the validation fold is also the test fold)")
@@ -642,7 +646,8 @@ def config_from_args(args, region: str) -> TrainConfig:
         field_of_view=view_argument(args.field_of_view), note=args.note,
         keep_float=args.keep_float, recalibrate_bn=not args.no_bn_recalibration,
         recalibrate_bn_each_epoch=args.recalibrate_bn_each_epoch,
-        time_limit_s=args.time_limit, data_workers=args.data_workers)
+        time_limit_s=args.time_limit, data_workers=args.data_workers,
+        augment=AugmentConfig(band_probability=args.band_augment))
     for key, value in trial_values(args)[0].items():
         setattr(cfg, key, value)
     return cfg

@@ -42,6 +42,10 @@ def test_typed_flags_win_over_the_trial_and_the_trial_over_the_defaults(tmp_path
     cfg = config_from_args(parse_args(["--region", "heart"]), "heart").resolved()
     assert (cfg.epochs, cfg.input_size, cfg.augment_copies, cfg.loss) == (50, 256, 5, "bce_jaccard")
     assert (cfg.optimizer, cfg.learning_rate, cfg.batch_size) == ("sgd", 0.07879, 1)
+    assert cfg.augment.band_probability == 0.0                                     # no bands unless asked
+
+    cfg = config_from_args(parse_args(["--region", "heart", "--band-augment", "0.5"]), "heart")
+    assert cfg.augment.band_probability == 0.5 and cfg.augment.rotation_deg == 10.0
 
 
 def test_an_older_best_file_without_settings_still_loads(tmp_path):
@@ -89,6 +93,7 @@ def test_a_malformed_trial_file_is_a_usage_error(tmp_path, capsys, content, mess
     (["--field-of-view", "0", "half", "0", "1"], "argument --field-of-view"),
     (["--input-size", "100"], "multiple of 32"),
     (["--batch-size", "0"], "argument --batch-size"),
+    (["--band-augment", "1.5"], "expected a number from 0 to 1"),
 ])
 def test_bad_values_stop_the_tool_with_a_usage_error(data_dir, capsys, argv, message):
     # main, not parse_args: before they were checked, each failed with a
