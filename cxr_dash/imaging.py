@@ -340,6 +340,10 @@ def _dicom_radiograph(ds, name: str) -> Radiograph:
                       None if unwindowed is None else np.ascontiguousarray(unwindowed))
 
 
+# The note of a window that was applied: the one a reader of Radiograph.unwindowed undoes.
+VOI_APPLIED_NOTE = "DICOM window / VOI LUT applied"
+
+
 def _apply_voi(arr: np.ndarray, ds) -> tuple[np.ndarray, str]:
     """The DICOM window / VOI LUT applied, and a note saying so.
 
@@ -357,7 +361,7 @@ def _apply_voi(arr: np.ndarray, ds) -> tuple[np.ndarray, str]:
         return arr, "DICOM window / VOI LUT ignored (unusable result); own range used"
     if windowed.max() == windowed.min() and arr.max() != arr.min():
         return arr, "DICOM window ignored (it leaves every pixel the same); own range used"
-    return windowed, "DICOM window / VOI LUT applied"
+    return windowed, VOI_APPLIED_NOTE
 
 
 def _dicom_text(ds, keyword: str) -> str:

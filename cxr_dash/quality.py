@@ -123,4 +123,4 @@ def exposure_warnings(image: np.ndarray) -> list[str]:
 def window_clips_dark_end(windowed: np.ndarray, unwindowed: np.ndarray) -> bool:
     """Whether a DICOM display window clipped the dark end where the pixels without it do
     not: then the window hides lung that the file's own range still holds."""
-    return bool(exposure_warnings(windowed)) and not exposure_warnings(unwindowed)
+    return clipped_dark_share(windowed) > CLIPPED_DARK_SHARE >= clipped_dark_share(unwindowed)

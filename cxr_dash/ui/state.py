@@ -16,7 +16,7 @@ import streamlit as st
 
 from cxr_dash.data import SCR_MASK_SPACING_MM, SCRDataset, data_dir_from_env
 from cxr_dash.errors import ImageReadError, ModelSetError
-from cxr_dash.imaging import read_image
+from cxr_dash.imaging import VOI_APPLIED_NOTE, read_image
 from cxr_dash.manifest import DEFAULT_MODEL_DIR
 from cxr_dash.render import downsample_for_display
 
@@ -201,7 +201,7 @@ def corrected(image: CurrentImage, invert: bool, mirror: bool, crop_border: bool
         return reorient(a[y0:y1, x0:x1], invert and contrast, mirror)
 
     truth = {r: fix(m) for r, m in image.truth.items()} if image.truth else None
-    notes = [n for n in image.notes if not (unwindow and n.startswith("DICOM window"))]
+    notes = [n for n in image.notes if not (unwindow and n == VOI_APPLIED_NOTE)]
     notes += ([f"{BORDER_NOTE}: {describe_border(image)}"] if crop else []) + (
         [WINDOW_NOTE] if unwindow else [])
     return replace(image, key=f"{image.key}|{'inv' if invert else ''}{'mir' if mirror else ''}"
