@@ -153,10 +153,15 @@ def _to_gray(arr: np.ndarray, mode: str) -> np.ndarray:
     if arr.ndim == 2:
         return arr
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
-        rgb = arr[..., :3].astype(np.float32)
+        # float32 holds 8- and 16-bit values exactly, not 32-bit ones (2**32 - 1 rounds up
+        # past uint32's range), which get float64.
+        wide = np.float64 if arr.dtype.kind in "ui" and arr.dtype.itemsize >= 4 else np.float32
         # ITU-R BT.601 luma, as PIL and OpenCV use for grey conversion.
-        gray = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
-        return np.round(gray).astype(arr.dtype) if arr.dtype.kind in "ui" else gray
+        gray = arr[..., :3].astype(wide) @ np.array([0.299, 0.587, 0.114], wide)
+        if arr.dtype.kind not in "ui":
+            return gray.astype(np.float32)
+        info = np.iinfo(arr.dtype)
+        return np.clip(np.round(gray), info.min, info.max).astype(arr.dtype)
     if arr.ndim == 3 and arr.shape[2] in (1, 2):
         return arr[..., 0]
     raise ImageReadError(f"unsupported pixel layout {arr.shape} ({mode}).")
@@ -299,6 +304,11 @@ def _dicom_radiograph(ds, name: str) -> Radiograph:
     try:
         arr = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for bad/unsupported pixel data
+        if (syntax := _undecodable_syntax(ds)) is not None:
+            raise ImageReadError(
+                f"{name}: its pixel data is compressed as {syntax}, which no decoder installed "
+                "with this app reads. Export the image uncompressed (or as PNG) and upload "
+                "that.") from None
         raise ImageReadError(
             f"{name}: the DICOM pixel data cannot be decoded ({type(exc).__name__}: "
             f"{_reason(exc)}). Truncated file, or a compressed transfer syntax without "
@@ -338,6 +348,28 @@ def _dicom_radiograph(ds, name: str) -> Radiograph:
         notes.append("MONOCHROME1 inverted to display orientation")
     return Radiograph(np.ascontiguousarray(arr), "dicom", name, _dicom_spacing(ds), notes,
                       None if unwindowed is None else np.ascontiguousarray(unwindowed))
+
+
+def _undecodable_syntax(ds) -> str | None:
+    """The file's transfer syntax, named, when no installed decoder reads it; else None.
+
+    pydicom's own message lists plugin packages to install, which helps a developer but
+    not the person uploading. The pinned GDCM decodes JPEG baseline and lossless, JPEG-LS
+    and JPEG 2000; this names what is left (High-Throughput JPEG 2000, video, ...)."""
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if not syntax:
+        return None
+    try:
+        if get_decoder(syntax).is_available:
+            return None
+    except NotImplementedError:        # no decoder exists for it at all
+        pass
+    except Exception:
+        return None
+    known = syntax.name != str(syntax)
+    return f"'{syntax.name}'" if known else f"transfer syntax {syntax}"
 
 
 # The note of a window that was applied: the one a reader of Radiograph.unwindowed undoes.

@@ -163,6 +163,82 @@ def test_truncated_dicom():
         read_image(data, "cut.dcm")
 
 
+def recompress_dicom(data, tmp_path, syntax):
+    """The DICOM re-encoded by GDCM (the decoder the app pins) in a compressed transfer syntax."""
+    import gdcm  # python-gdcm, pinned in requirements.txt as the app's DICOM decoder
+    src, dst = tmp_path / "plain.dcm", tmp_path / "compressed.dcm"
+    src.write_bytes(data)
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(src))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax)))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    writer.SetFileName(str(dst))
+    assert writer.Write()
+    return dst.read_bytes()
+
+
+@pytest.mark.parametrize("syntax", ["JPEGLosslessProcess14_1", "JPEGLSLossless", "JPEG2000Lossless"])
+def test_losslessly_compressed_dicom_reads_the_same_pixels(tmp_path, syntax):
+    # Archives often export CR/DX as JPEG Lossless, JPEG-LS or JPEG 2000: a 12-bit
+    # MONOCHROME1 image in each must come out exactly as the uncompressed file does.
+    import pydicom
+
+    arr = (gradient(96, 80, np.uint16, 4095) ^ np.arange(80, dtype=np.uint16)[None, :]) & 0x0FFF
+    plain = make_dicom(arr, "MONOCHROME1")
+    compressed = recompress_dicom(plain, tmp_path, syntax)
+    assert pydicom.dcmread(io.BytesIO(compressed)).file_meta.TransferSyntaxUID.is_compressed
+    assert len(compressed) < len(plain) / 2
+    expected, got = read_image(plain, "plain.dcm"), read_image(compressed, "compressed.dcm")
+    np.testing.assert_array_equal(got.pixels, expected.pixels)
+    assert got.pixels.max() > got.pixels.min() and got.notes == expected.notes
+
+
+@pytest.mark.parametrize("syntax, label", [
+    ("1.2.840.10008.1.2.4.201", "High-Throughput JPEG 2000"),   # a plugin not pinned here
+    ("1.2.840.10008.1.2.4.92", "JPEG 2000 Part 2 Multi-component"),  # no decoder anywhere
+])
+def test_dicom_compressed_in_a_syntax_nothing_here_decodes_names_it(syntax, label):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = UID(syntax)
+    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 64, 48, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = encapsulate([b"\xff\x4f" + bytes(200)])
+    ds["PixelData"].VR = "OB"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(ImageReadError, match=rf"c.dcm: its pixel data is compressed as '{label}.*', "
+                       r"which no decoder installed with this app reads\. Export the image uncompressed"):
+        read_image(buf.getvalue(), "c.dcm")
+
+
+def test_32_bit_colour_converts_to_grey_without_overflow():
+    # float32 rounds 2**32 - 1 up to 2**32; the cast back to uint32 must not wrap to 0.
+    rgb = np.zeros((40, 40, 3), np.uint32)
+    rgb[:20] = 2**32 - 1
+    from cxr_dash.imaging import _to_gray
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gray = _to_gray(rgb, "RGB")
+    assert gray.dtype == np.uint32
+    assert gray[:20].min() == 2**32 - 1 and gray[20:].max() == 0
+
+
 def png_claiming_size(width, height):
     """A valid tiny PNG whose header claims another size (a decompression bomb's shape)."""
     data = bytearray(encode(gradient(8, 8)))
