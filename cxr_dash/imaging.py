@@ -341,11 +341,15 @@ def _dicom_radiograph(ds, name: str) -> Radiograph:
         windowed, voi_note = _apply_voi(arr, ds)
         notes.append(voi_note)
         arr, unwindowed = windowed, (arr if windowed is not arr else None)
-    if photometric == "MONOCHROME1":
-        # MONOCHROME1: high values are dark. Flip so bone is bright.
+    # MONOCHROME1: high values are dark. A Presentation LUT Shape of INVERSE says the
+    # same of a MONOCHROME2 image; on a MONOCHROME1 one it restates that inversion (the DX
+    # IOD requires INVERSE there), so the grey scale is flipped once either way.
+    inverse_lut = str(ds.get("PresentationLUTShape", "") or "").strip().upper() == "INVERSE"
+    if photometric == "MONOCHROME1" or (inverse_lut and photometric == "MONOCHROME2"):
         arr = reorient(arr, invert=True)
         unwindowed = None if unwindowed is None else reorient(unwindowed, invert=True)
-        notes.append("MONOCHROME1 inverted to display orientation")
+        notes.append("MONOCHROME1 inverted to display orientation" if photometric == "MONOCHROME1"
+                     else "Presentation LUT INVERSE applied: inverted to display orientation")
     return Radiograph(np.ascontiguousarray(arr), "dicom", name, _dicom_spacing(ds), notes,
                       None if unwindowed is None else np.ascontiguousarray(unwindowed))
 

@@ -71,7 +71,7 @@ def test_jsrt_raw_img_wrong_size_or_values():
 
 
 def make_dicom(pixels, photometric="MONOCHROME2", slope=None, intercept=None, window=None,
-               bits=16, truncate=0):
+               bits=16, truncate=0, presentation_lut=None):
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -95,6 +95,8 @@ def make_dicom(pixels, photometric="MONOCHROME2", slope=None, intercept=None, wi
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
+    if presentation_lut is not None:
+        ds.PresentationLUTShape = presentation_lut
     ds.PixelData = pixels.astype(np.uint16 if bits == 16 else np.uint8).tobytes()
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -115,6 +117,19 @@ def test_dicom_monochrome1_is_inverted_to_bone_bright():
     # Stored high = dark; after reading, the stored-high row must be the darkest.
     assert img.pixels[-1, 0] < img.pixels[0, 0]
     assert any("MONOCHROME1" in n for n in img.notes)
+
+
+@pytest.mark.parametrize("photometric, lut, inverted", [
+    ("MONOCHROME2", "INVERSE", True),      # stored bone-dark, displayed through an inverse LUT
+    ("MONOCHROME2", "IDENTITY", False),
+    ("MONOCHROME1", "INVERSE", True),      # the DX IOD's pairing: one inversion, not two
+    ("MONOCHROME1", "IDENTITY", True),
+])
+def test_dicom_presentation_lut_inverse_is_applied_once(photometric, lut, inverted):
+    arr = gradient(dtype=np.uint16, high=4000)
+    img = read_image(make_dicom(arr, photometric, presentation_lut=lut), "p.dcm")
+    np.testing.assert_allclose(img.pixels, (4000 - arr) if inverted else arr)
+    assert any("inverted" in n for n in img.notes) == inverted
 
 
 def test_dicom_rescale_and_window_are_applied():
