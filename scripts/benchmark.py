@@ -56,6 +56,8 @@ def main(argv=None):
         image = (128 + 60 * np.sin(xx / 90.0) * np.cos(yy / 70.0)).astype(np.uint8)
         source = "synthetic 1024 x 1024"
     print(f"input: {source}, shape {image.shape}, cores: {os.cpu_count()}")
+    # oneDNN's bfloat16 math for convolutions (opt-in, README "Speed"): say which was timed.
+    print(f"oneDNN float math: {os.environ.get('TF_SET_ONEDNN_FPMATH_MODE') or 'float32 (default)'}")
 
     t = time.perf_counter()
     seg = load_segmenter(args.models, warm_up=False)
