@@ -71,14 +71,17 @@ def test_jsrt_raw_img_wrong_size_or_values():
 
 
 def make_dicom(pixels, photometric="MONOCHROME2", slope=None, intercept=None, window=None,
-               bits=16, truncate=0, presentation_lut=None):
+               bits=16, truncate=0, presentation_lut=None, compressed=None):
+    """A DX DICOM of ``pixels``; ``compressed=(transfer syntax UID, frame bytes)`` stores
+    those bytes encapsulated under that syntax instead of the pixels themselves."""
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = UID(compressed[0]) if compressed else ExplicitVRLittleEndian
     ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
     ds.Modality = "DX"
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
@@ -97,7 +100,11 @@ def make_dicom(pixels, photometric="MONOCHROME2", slope=None, intercept=None, wi
         ds.WindowCenter, ds.WindowWidth = window
     if presentation_lut is not None:
         ds.PresentationLUTShape = presentation_lut
-    ds.PixelData = pixels.astype(np.uint16 if bits == 16 else np.uint8).tobytes()
+    if compressed:
+        ds.PixelData = encapsulate([compressed[1]])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = pixels.astype(np.uint16 if bits == 16 else np.uint8).tobytes()
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     data = buf.getvalue()
@@ -219,26 +226,10 @@ def test_losslessly_compressed_dicom_reads_the_same_pixels(tmp_path, syntax):
     ("1.2.840.10008.1.2.4.92", "JPEG 2000 Part 2 Multi-component"),  # no decoder anywhere
 ])
 def test_dicom_compressed_in_a_syntax_nothing_here_decodes_names_it(syntax, label):
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import UID, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = UID(syntax)
-    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = 64, 48, 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = encapsulate([b"\xff\x4f" + bytes(200)])
-    ds["PixelData"].VR = "OB"
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
+    data = make_dicom(gradient(dtype=np.uint16, high=4000), compressed=(syntax, b"\xff\x4f" + bytes(200)))
     with pytest.raises(ImageReadError, match=rf"c.dcm: its pixel data is compressed as '{label}.*', "
                        r"which no decoder installed with this app reads\. Export the image uncompressed"):
-        read_image(buf.getvalue(), "c.dcm")
+        read_image(data, "c.dcm")
 
 
 def test_32_bit_colour_converts_to_grey_without_overflow():
