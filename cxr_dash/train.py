@@ -31,7 +31,7 @@ from .cli import (DATA_OR_PACK_HELP, DATA_WORKERS_HELP, data_or_pack_argument, i
 from .augment import AugmentConfig, augment_pair, augmented_copies
 from .manifest import read_manifest, update_region
 from .metrics import dice, jaccard
-from .model import (COMPACT_FORMAT, build_unet, load_compact, predict_probabilities,
+from .model import (COMPACT_FORMAT, INT8_ROUNDINGS, build_unet, load_compact, predict_probabilities,
                     recalibrate_batch_norm, save_compact)
 from .preprocess import FieldOfView
 from .record import prepend_earlier_stage, write_snapshots
@@ -426,15 +426,31 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
                          "validation_iou_before": before}
 
     # Compact export, and proof that the int8 model agrees with the float one.
+    # Both roundings are tried and the one whose masks agree better with the
+    # float model's is kept (nearest on a tie): nearest rounding undoes a
+    # fine-tune that moved its weights by less than half an int8 step
+    # (model.INT8_ROUNDINGS).
     weights_name = f"{cfg.region}.npz"
-    size_bytes = save_compact(model, out_dir / weights_name)
     if cfg.keep_float:
         np.savez(out_dir / f"{cfg.region}.float.npz", *model.get_weights())
     probs_float = predict_probabilities(model, val_x)
     compact = build_unet(cfg.input_size)
-    load_compact(compact, out_dir / weights_name)
-    probs_int8 = predict_probabilities(compact, val_x)
-    agreement = float(np.mean([jaccard(a >= 0.5, b >= 0.5) for a, b in zip(probs_float, probs_int8)]))
+    agreements, exports = {}, {}
+    for rounding in INT8_ROUNDINGS:
+        path = out_dir / f"{cfg.region}.{rounding}.npz"
+        size = save_compact(model, path, rounding, seed=cfg.seed)
+        load_compact(compact, path)
+        probs = predict_probabilities(compact, val_x)
+        agreements[rounding] = float(np.mean([jaccard(a >= 0.5, b >= 0.5) for a, b in zip(probs_float, probs)]))
+        exports[rounding] = (path, size, probs)
+    kept = max(INT8_ROUNDINGS, key=agreements.get)      # the first, nearest, on a tie
+    for rounding, (path, _, _) in exports.items():
+        if rounding == kept:
+            path.replace(out_dir / weights_name)
+        else:
+            path.unlink()
+    _, size_bytes, probs_int8 = exports[kept]
+    agreement = agreements[kept]
     val_iou, val_dice = mask_scores(probs_int8, val_masks)
 
     history_name = f"{cfg.region}_history.json"
@@ -468,7 +484,8 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
         },
         "metrics": {"validation_at_input_size": {"jaccard": val_iou, "dice": val_dice,
                                                  "cases": len(val_ids)},
-                    "int8_vs_float_mask_iou": agreement},
+                    "int8_vs_float_mask_iou": agreement, "int8_rounding": kept,
+                    "int8_vs_float_mask_iou_by_rounding": agreements},
         "history": history_name,
         "snapshots": snapshot_name,
     }
@@ -669,7 +686,8 @@ def main(argv=None) -> int:
         entry = train_region(cfg, dataset, args.out, verbose=0 if args.quiet else 1)
         m = entry["metrics"]
         print(f"[{region}] done: validation IoU {m['validation_at_input_size']['jaccard']:.4f} "
-              f"(int8 vs float agreement {m['int8_vs_float_mask_iou']:.4f}), "
+              f"(int8 vs float agreement {m['int8_vs_float_mask_iou']:.4f}, "
+              f"{m['int8_rounding']} rounding), "
               f"{entry['weights_bytes'] / 1e6:.1f} MB -> {Path(args.out) / entry['weights']}",
               flush=True)
     return 0

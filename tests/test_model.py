@@ -54,6 +54,29 @@ def test_compact_file_size_and_roundtrip(tmp_path):
     assert np.abs(a - b).mean() < 0.01
 
 
+def test_stochastic_rounding_keeps_a_move_smaller_than_half_a_step():
+    """A fine-tune from a compact file starts on the int8 grid; a move of 0.3
+    step is lost to nearest rounding, and kept on average by stochastic rounding
+    (reproducibly for one seed)."""
+    rng = np.random.default_rng(3)
+    start = dequantise(quantise([rng.normal(size=(3, 3, 64, 64)).astype(np.float32)]), 1)[0]
+    step = quantise([start])["s0"][:, None, :]
+    grouped = start.reshape(9, -1, 64)
+    # Every value but each group's largest (which sets the scale) moves by 0.3 step.
+    direction = np.where(np.abs(grouped) < 126.5 * step, np.sign(grouped), 0)
+    moved = start + (0.3 * direction * step).reshape(start.shape)
+    nearest = dequantise(quantise([moved]), 1)[0]
+    assert np.array_equal(nearest, start)                        # the move is undone
+    draws = [dequantise(quantise([moved], "stochastic", seed), 1)[0] for seed in range(20)]
+    shift = (np.mean(draws, axis=0) - start).reshape(9, -1, 64) / step
+    move = (moved - start).reshape(9, -1, 64) / step
+    assert abs(np.mean(shift[move > 0]) - 0.3) < 0.02 and abs(np.mean(shift[move < 0]) + 0.3) < 0.02
+    assert np.array_equal(draws[0], dequantise(quantise([moved], "stochastic", 0), 1)[0])
+    assert not np.array_equal(draws[0], draws[1])
+    with pytest.raises(ValueError, match="rounding"):
+        quantise([moved], "truncate")
+
+
 def test_compact_loader_rejects_other_files(tmp_path):
     np.savez(tmp_path / "bad.npz", x=np.zeros(3))
     with pytest.raises(ValueError, match="not a"):
@@ -159,6 +182,13 @@ def test_train_tool_writes_a_model_set(dataset, tmp_path, monkeypatch):
         assert z["probs"].dtype == np.uint8 and z["probs"].shape[:2] == (2, 4)
         assert z["case_ids"][0] == "JPCLN104"            # the study's monitor case leads the panel
     assert (out / entry["weights"]).stat().st_size < 26e6
+    # Both int8 roundings were tried on the validation cases; the better one is the only file left.
+    metrics = entry["metrics"]
+    by_rounding = metrics["int8_vs_float_mask_iou_by_rounding"]
+    assert set(by_rounding) == {"nearest", "stochastic"}
+    assert metrics["int8_vs_float_mask_iou"] == max(by_rounding.values()) == by_rounding[metrics["int8_rounding"]]
+    assert sorted(p.name for p in out.glob("right_clavicle*.npz")) == ["right_clavicle.npz",
+                                                                       "right_clavicle_snapshots.npz"]
     recalibration = entry["training"]["batch_norm_recalibration"]
     assert recalibration["cases"] == 6 and 0 <= recalibration["validation_iou_before"] <= 1
     assert recalibration["validation_iou_after"] == entry["metrics"]["validation_at_input_size"]["jaccard"]

@@ -681,7 +681,9 @@ def model_card(seg, settings: DisplaySettings | None = None) -> None:
             "optimizer": hp.get("optimizer"), "learning rate": hp.get("learning_rate"),
             "batch": hp.get("batch_size"), "fold": t.get("fold"),
             "train cases": len(t.get("cases", [])), "epochs": t.get("epochs_run"),
-            "device": t.get("device"), "int8 vs float IoU": met.get("int8_vs_float_mask_iou")})
+            "device": t.get("device"), "int8 vs float IoU": met.get("int8_vs_float_mask_iou"),
+            # Exports before the choice of rounding existed all used nearest rounding.
+            "int8 rounding": met.get("int8_rounding", "nearest")})
     number = st.column_config.NumberColumn
     st.dataframe(rows, hide_index=True, column_config={
         "held-out Jaccard (1024)": number(format="%.3f", help="Mean over the cases this model "
@@ -695,7 +697,10 @@ def model_card(seg, settings: DisplaySettings | None = None) -> None:
         "HD95 (mm)": number(format="%.2f", help="95th-percentile Hausdorff distance"),
         "learning rate": number(format="%.2e", help="Of the last training stage"),
         "int8 vs float IoU": number(format="%.4f", help="Masks of the stored int8 model against "
-                                    "the float model it came from")})
+                                    "the float model it came from"),
+        "int8 rounding": st.column_config.TextColumn(help="Of the export the train tool kept: "
+                                                     "nearest, or stochastic where that agreed better "
+                                                     "(a short fine-tune)")})
     st.caption("Reproduce the held-out figures: `python -m cxr_dash.evaluate --models weights` "
                "(CXR_DATA_DIR set). Training: `python -m cxr_dash.train --help`.")
     with st.expander("manifest.json (set-level fields)"):
