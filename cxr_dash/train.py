@@ -433,7 +433,7 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
     weights_name = f"{cfg.region}.npz"
     if cfg.keep_float:
         np.savez(out_dir / f"{cfg.region}.float.npz", *model.get_weights())
-    probs_float = predict_probabilities(model, val_x)
+    masks_float = predict_probabilities(model, val_x) >= 0.5
     compact = build_unet(cfg.input_size)
     agreements, exports = {}, {}
     for rounding in INT8_ROUNDINGS:
@@ -441,7 +441,7 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
         size = save_compact(model, path, rounding, seed=cfg.seed)
         load_compact(compact, path)
         probs = predict_probabilities(compact, val_x)
-        agreements[rounding] = float(np.mean([jaccard(a >= 0.5, b >= 0.5) for a, b in zip(probs_float, probs)]))
+        agreements[rounding] = mask_scores(probs, masks_float)[0]
         exports[rounding] = (path, size, probs)
     kept = max(INT8_ROUNDINGS, key=agreements.get)      # the first, nearest, on a tie
     for rounding, (path, _, _) in exports.items():
