@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .imaging import read_image, read_mask
-from .preprocess import FULL_VIEW, FieldOfView, prepare_input, resize_mask
+from .preprocess import FULL_VIEW, FieldOfView, finish_intensity, model_space_image, resize_mask
 from .regions import REGION_KEYS, region_folder_names
 
 CASE_PATTERN = re.compile(r"^(JPC(?:LN|NN))(\d{3})$", re.IGNORECASE)
@@ -193,7 +193,8 @@ def pack(dataset: "SCRDataset | TrainingPack", case_ids, size: int, regions=REGI
          cache: bool = True, view: FieldOfView | None = None) -> dict[str, np.ndarray]:
     """Model-ready arrays for training: images (N, S, S) float16 in [0, 1] and
     masks (N, R, S, S) uint8 of the field of view ``view`` (default: the whole
-    image), built with :func:`prepare_input`.
+    image), built with :func:`~cxr_dash.preprocess.model_space_image`: the model
+    input before its region's model-space intensity step (:func:`model_inputs`).
 
     Cached outside the project (``CXR_CACHE_DIR``, default ``~/.cache/cxr_dash``):
     the arrays are derived from the data and must never be committed.
@@ -214,7 +215,7 @@ def pack(dataset: "SCRDataset | TrainingPack", case_ids, size: int, regions=REGI
     images = np.zeros((len(case_ids), size, size), np.float16)
     masks = np.zeros((len(case_ids), len(regions), size, size), np.uint8)
     for i, c in enumerate(case_ids):
-        images[i] = prepare_input(dataset.load_image(c).pixels, size, view)[..., 0]
+        images[i] = model_space_image(dataset.load_image(c).pixels, size, view)
         for j, r in enumerate(regions):
             masks[i, j] = resize_mask(dataset.load_mask(c, r), size, view)
     out = {"images": images, "masks": masks, "case_ids": np.array(case_ids),
@@ -225,9 +226,11 @@ def pack(dataset: "SCRDataset | TrainingPack", case_ids, size: int, regions=REGI
     return out
 
 
-def model_inputs(images: np.ndarray) -> np.ndarray:
-    """Packed (N, S, S) images -> (N, S, S, 3) float32, the models' input."""
-    return np.repeat(np.asarray(images, np.float32)[..., None], 3, axis=3)
+def model_inputs(images: np.ndarray, intensity: str | None = None) -> np.ndarray:
+    """Packed (N, S, S) images -> (N, S, S, 3) float32, the models' input: the
+    model-space intensity step of ``intensity`` (None: the default), as
+    :func:`~cxr_dash.preprocess.prepare_input` ends."""
+    return np.repeat(finish_intensity(images, intensity)[..., None], 3, axis=3)
 
 
 # --- Training packs: the data, ready for training, where the data folder is not ---

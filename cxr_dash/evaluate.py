@@ -8,6 +8,10 @@ filled) are scored, so the post-processing's effect is visible.
 
 The SCR two-fold protocol: ``--twofold RUN_TRAINED_ON_ODD RUN_TRAINED_ON_EVEN``
 scores each set on the other fold and pools the 2 x 100 cases.
+
+Other hospitals: ``--external DIR`` (``images/`` + ``masks/`` with both lungs in
+one mask, e.g. ``../shared/data/shenzhen``) scores the lungs there, overall and
+per group (``_0`` normal, ``_1`` abnormal); see :mod:`cxr_dash.external`.
 """
 from __future__ import annotations
 
@@ -128,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--twofold", nargs=2, metavar=("TRAINED_ON_ODD", "TRAINED_ON_EVEN"),
                    help="two model sets for the SCR odd/even protocol")
     p.add_argument("--data", default=None, help="SCR data folder (default: $CXR_DATA_DIR)")
+    p.add_argument("--external", default=None, metavar="DIR",
+                   help="score the lungs on another hospital's radiographs instead: DIR/images "
+                        "and DIR/masks (both lungs in one mask, same file names)")
     p.add_argument("--cases", default="heldout", choices=("heldout", "odd", "even", "all"),
                    help="heldout: every case the region's model was not trained on")
     p.add_argument("--heldout-of", default=None, metavar="MODEL_DIR",
@@ -146,9 +153,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def external_main(parser: argparse.ArgumentParser, args) -> int:
+    from .external import evaluate_external, external_table, summarise_external
+
+    model_dir = args.models or str(Path(__file__).resolve().parent.parent / "weights")
+    seg = model_set_or_exit(parser, model_dir)
+    tta = {"set": None, "on": True, "off": False}[args.tta]
+    t0 = time.time()
+    try:
+        rows = evaluate_external(seg, args.external, args.limit, tta, progress_bar)
+    except (FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))
+    summary = summarise_external(rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = external_table(summary, f"{Path(args.external).name} — {model_dir}")
+    result = {"protocol": f"external: {Path(args.external).name}", "model_sets": [model_dir],
+              "scored": "left_lung | right_lung against the one lung mask, at its resolution",
+              "postprocessing": "largest connected component, holes filled",
+              "test_time_augmentation": seg.default_tta if tta is None else tta,
+              "summary": summary, "per_case": rows, "seconds": round(time.time() - t0, 1)}
+    (out / "external.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "external.md").write_text(table)
+    print(table)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.external:
+        return external_main(parser, args)
     dataset = open_dataset(args.data)
     available = dataset.cases_with_masks()
     folds = scr.split_folds(available)

@@ -190,13 +190,60 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interp)
 
 
-def prepare_input(image: np.ndarray, size: int, view: FieldOfView | None = None) -> np.ndarray:
-    """Radiograph (any size, any dtype) -> model input of shape (size, size, 3), float32 [0, 1]:
-    the whole image's intensity window, then the field of view of its square frame (a
-    non-square image's border repeated, not squashed), resized."""
+# How a region's model input gets its intensities, recorded per region in the
+# manifest (``preprocessing``), so that a model set can move region by region.
+# "percentile": the window above, nothing more (every model trained before the
+# record existed). "percentile+clahe": then contrast-limited adaptive histogram
+# equalisation in model space, which maps other scanners' exposure and
+# post-processing (another tone curve, edge enhancement, a darker or flatter
+# export) onto one local contrast. It runs last, after the resize in inference
+# and after augmentation in training, so that training sees what a user's
+# image becomes and the photometric jitter it learns under is what CLAHE undoes.
+INTENSITY_METHODS = ("percentile", "percentile+clahe")
+DEFAULT_INTENSITY = "percentile"
+CLAHE_CLIP_LIMIT = 2.0
+CLAHE_TILES = 8          # tiles per side, whatever the input size: same anatomy per tile
+# 8 bits, CLAHE's usual form: OpenCV scales the clip limit by the histogram's size,
+# and over 65536 bins a 32 x 32 tile's limit rounds to one count, which is no limit.
+_CLAHE_LEVELS = 256
+
+
+def check_intensity(method: str | None) -> str:
+    """The method's name (None: the default), or ValueError for an unknown one."""
+    method = method or DEFAULT_INTENSITY
+    if method not in INTENSITY_METHODS:
+        raise ValueError(f"unknown intensity method {method!r}; one of {', '.join(INTENSITY_METHODS)}")
+    return method
+
+
+def finish_intensity(small: np.ndarray, method: str | None = DEFAULT_INTENSITY) -> np.ndarray:
+    """The model-space intensity step of ``method`` on (S, S) float images in [0, 1]
+    (a batch (N, S, S) too); float32. The one function training and inference share."""
+    method = check_intensity(method)
+    small = np.asarray(small, np.float32)
+    if method == "percentile":
+        return small
+    if small.ndim == 3:
+        return np.stack([finish_intensity(x, method) for x in small])
+    clahe = cv2.createCLAHE(clipLimit=CLAHE_CLIP_LIMIT, tileGridSize=(CLAHE_TILES, CLAHE_TILES))
+    levels = np.round(np.clip(small, 0.0, 1.0) * (_CLAHE_LEVELS - 1)).astype(np.uint8)
+    return clahe.apply(levels).astype(np.float32) / (_CLAHE_LEVELS - 1)
+
+
+def model_space_image(image: np.ndarray, size: int, view: FieldOfView | None = None) -> np.ndarray:
+    """Radiograph -> (size, size) float32 in [0, 1] before the model-space intensity step:
+    the whole image's percentile window, then the field of view of its square frame (a
+    non-square image's border repeated, not squashed), resized. Training packs store this."""
     view = view or FULL_VIEW
-    small = resize_image(view.crop(normalise_intensity(image)), size)
-    return np.repeat(small[..., None], 3, axis=2).astype(np.float32)
+    return resize_image(view.crop(normalise_intensity(image)), size).astype(np.float32)
+
+
+def prepare_input(image: np.ndarray, size: int, view: FieldOfView | None = None,
+                  intensity: str | None = DEFAULT_INTENSITY) -> np.ndarray:
+    """Radiograph (any size, any dtype) -> model input of shape (size, size, 3), float32 [0, 1]:
+    :func:`model_space_image`, then :func:`finish_intensity` of the region's method."""
+    small = finish_intensity(model_space_image(image, size, view), intensity)
+    return np.repeat(small[..., None], 3, axis=2)
 
 
 def resize_mask(mask: np.ndarray, size: int, view: FieldOfView | None = None) -> np.ndarray:

@@ -42,17 +42,17 @@ def recalibrate_region(model_dir: str | Path, region: str, dataset: scr.SCRDatas
     region_index = REGION_KEYS.index(region)
     # An epoch's worth of augmented training cases, as the training tool uses.
     copies = int(entry.get("hyperparameters", {}).get("augment_copies") or 2)
-    augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
-                               for k, v in (training.get("augment") or {}).items()})
+    augment = AugmentConfig.from_dict(training.get("augment") or {})
+    intensity = (entry.get("preprocessing") or {}).get("intensity")
     train_x = augmented_copies(scr.pack(dataset, train_ids, size, view=view)["images"], copies,
-                               int(training.get("seed", 0)) + 1, augment)
+                               int(training.get("seed", 0)) + 1, augment, intensity)
     model = build_unet(size)
     load_compact(model, model_dir / entry["weights"])
 
     held_out = bool(val_ids) and not training.get("validation_is_training")
     if held_out:
         va = scr.pack(dataset, val_ids, size, view=view)
-        val_x, val_masks = scr.model_inputs(va["images"]), va["masks"][:, region_index].astype(bool)
+        val_x, val_masks = scr.model_inputs(va["images"], intensity), va["masks"][:, region_index].astype(bool)
 
     def validation_scores():
         """(IoU, Dice) at input size on the validation cases; None without held-out cases."""

@@ -20,7 +20,7 @@ import platform
 import sys
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +28,12 @@ import numpy as np
 from . import data as scr
 from .cli import (DATA_OR_PACK_HELP, DATA_WORKERS_HELP, data_or_pack_argument, input_size_argument,
                   open_dataset, positive_int, probability_argument, region_argument)
-from .augment import AugmentConfig, augment_pair, augmented_copies
+from .augment import AUGMENT_PRESETS, AugmentConfig, augment_pair, augmented_copies
 from .manifest import read_manifest, update_region
 from .metrics import dice, jaccard
 from .model import (COMPACT_FORMAT, INT8_ROUNDINGS, build_unet, load_compact, predict_probabilities,
                     recalibrate_batch_norm, save_compact)
-from .preprocess import FieldOfView
+from .preprocess import CLAHE_CLIP_LIMIT, CLAHE_TILES, INTENSITY_METHODS, FieldOfView, check_intensity, finish_intensity
 from .record import prepend_earlier_stage, write_snapshots
 from .regions import REGION_KEYS, get_region
 
@@ -68,6 +68,9 @@ class TrainConfig:
     loss: str = "bce_jaccard"
     augment_copies: int = 5            # the study's 5 augmentations per radiograph per epoch
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # The model-space intensity step (preprocess.INTENSITY_METHODS), after augmentation.
+    intensity: str = "percentile"
+    augment_preset: str = "standard"    # the name of cfg.augment's preset, for the record
     patience: int = 10                 # early stopping on validation IoU
     restore_best: bool = True
     snapshot_cases: int = 4
@@ -104,6 +107,7 @@ class TrainConfig:
         default_view = get_region(self.region).field_of_view
         out.field_of_view = FieldOfView.parse(
             default_view if self.field_of_view is None else self.field_of_view).as_list()
+        out.intensity = check_intensity(self.intensity)
         if out.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
         if out.loss not in LOSSES:
@@ -121,6 +125,14 @@ class TrainConfig:
     @property
     def view(self) -> FieldOfView:
         return FieldOfView.parse(self.field_of_view)
+
+    def preprocessing(self) -> dict:
+        """The manifest's record of how this model's inputs are made (inference reads it)."""
+        record = {"intensity": self.intensity, "window_percentiles": [0.5, 99.5]}
+        if "clahe" in self.intensity:
+            record["clahe"] = {"clip_limit": CLAHE_CLIP_LIMIT, "tiles": CLAHE_TILES,
+                               "applied": "in model space, after the resize"}
+        return record
 
 
 def make_loss(name: str):
@@ -201,7 +213,7 @@ def augmented_batches(images, masks, cfg: TrainConfig):
             xs, ys = [], []
             for i in idx:
                 x, y = augment_pair(images[i].astype(np.float32), masks[i], rng, cfg.augment)
-                xs.append(np.repeat(x[..., None], 3, axis=2))
+                xs.append(np.repeat(finish_intensity(x, cfg.intensity)[..., None], 3, axis=2))
                 ys.append(y[..., None].astype(np.float32))
             return np.stack(xs), np.stack(ys)
 
@@ -343,7 +355,7 @@ def fit_with_validation(cfg: TrainConfig, train_images: np.ndarray, train_masks:
             if cfg.recalibrate_bn_each_epoch:
                 # One augmented copy per case: cheap, and the distribution trained on.
                 recalibrate_batch_norm(self.model, augmented_copies(
-                    train_images, 1, cfg.seed + 1000 + epoch, cfg.augment))
+                    train_images, 1, cfg.seed + 1000 + epoch, cfg.augment, cfg.intensity))
             probs = predict_probabilities(self.model, val_x)
             iou, dsc = mask_scores(probs, val_masks)
             lr = self.model.optimizer.learning_rate
@@ -371,23 +383,14 @@ def fit_with_validation(cfg: TrainConfig, train_images: np.ndarray, train_masks:
 def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.PathLike,
                  verbose: int = 1) -> dict:
     """Train one region's model; write weights, history, snapshots; return its manifest entry."""
-    import keras
-
     cfg = cfg.resolved()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    train_ids, val_ids = scr.training_split(dataset.cases_with_masks(), cfg.fold)
-    train_ids = sorted(train_ids)[: cfg.max_train_cases or None]
-    val_ids = sorted(val_ids)
-    if cfg.max_val_cases:
-        keep = panel_cases(val_ids, len(val_ids))[: cfg.max_val_cases]
-        val_ids = sorted(val_ids[i] for i in keep)
-
+    train_ids, val_ids = _split(cfg, dataset)
     region_index = REGION_KEYS.index(cfg.region)
     tr = scr.pack(dataset, train_ids, cfg.input_size, view=cfg.view)
     va = scr.pack(dataset, val_ids, cfg.input_size, view=cfg.view)
-    val_x = scr.model_inputs(va["images"])
+    val_x = scr.model_inputs(va["images"], cfg.intensity)
     val_masks = va["masks"][:, region_index].astype(bool)
 
     panel = panel_cases(val_ids, cfg.snapshot_cases)
@@ -413,24 +416,69 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
     train_seconds = time.time() - t0
     if cfg.restore_best and best["weights"] is not None:
         model.set_weights(best["weights"])
-    final_epoch = best["epoch"] if cfg.restore_best else len(history)
     recalibration = None
     if cfg.recalibrate_bn and history:
-        # The moving statistics lag the weights on short runs (see
-        # recalibrate_batch_norm); re-estimate them on an epoch's worth of
-        # augmented training cases, the distribution the weights were trained on.
-        before = mask_scores(predict_probabilities(model, val_x), val_masks)[0]
-        recalibrate_batch_norm(model, augmented_copies(tr["images"], cfg.augment_copies,
-                                                       cfg.seed + 1, cfg.augment))
-        recalibration = {"cases": len(train_ids), "augmented_copies": cfg.augment_copies,
-                         "validation_iou_before": before}
+        recalibration = _recalibrate(model, cfg, tr["images"], val_x, val_masks)
+    export = _export_int8(model, cfg, out_dir, val_x)
+    val_iou, val_dice = mask_scores(export["probabilities"], val_masks)
 
-    # Compact export, and proof that the int8 model agrees with the float one.
-    # Both roundings are tried and the one whose masks agree better with the
-    # float model's is kept (nearest on a tie): nearest rounding undoes a
-    # fine-tune that moved its weights by less than half an int8 step
-    # (model.INT8_ROUNDINGS).
-    weights_name = f"{cfg.region}.npz"
+    history_name, snapshot_name = f"{cfg.region}_history.json", f"{cfg.region}_snapshots.npz"
+    (out_dir / history_name).write_text(json.dumps(history, indent=1) + "\n")
+    # Case ids are stored (names, not pixels); the app overlays them on the
+    # radiograph only when CXR_DATA_DIR provides that case.
+    write_snapshots(out_dir / snapshot_name, np.stack(snapshots), snapshot_epochs,
+                    [val_ids[i] for i in panel])
+    training = _training_record(cfg, train_ids, val_ids, history, best, train_seconds)
+    training["batch_norm_recalibration"] = recalibration and {**recalibration,
+                                                              "validation_iou_after": val_iou}
+    entry = {
+        "weights": f"{cfg.region}.npz", "weights_bytes": export["bytes"],
+        "weights_format": COMPACT_FORMAT, "input_size": cfg.input_size,
+        "field_of_view": cfg.field_of_view, "preprocessing": cfg.preprocessing(),
+        "hyperparameters": cfg.hyperparameters(),
+        "study_hyperparameters": get_region(cfg.region).study.as_dict(),
+        "training": training,
+        "metrics": {"validation_at_input_size": {"jaccard": val_iou, "dice": val_dice,
+                                                 "cases": len(val_ids)},
+                    "int8_vs_float_mask_iou": export["agreement"], "int8_rounding": export["rounding"],
+                    "int8_vs_float_mask_iou_by_rounding": export["agreements"]},
+        "history": history_name, "snapshots": snapshot_name,
+    }
+    update_region(out_dir, cfg.region, entry)
+    if cfg.init_weights and prepend_earlier_stage(out_dir, cfg.region, cfg.init_weights):
+        entry = read_manifest(out_dir)["regions"][cfg.region]
+    return entry
+
+
+def _split(cfg: TrainConfig, dataset) -> tuple[list[str], list[str]]:
+    """(training cases, validation cases) of the run, with its caps applied."""
+    train_ids, val_ids = scr.training_split(dataset.cases_with_masks(), cfg.fold)
+    train_ids = sorted(train_ids)[: cfg.max_train_cases or None]
+    val_ids = sorted(val_ids)
+    if cfg.max_val_cases:
+        keep = panel_cases(val_ids, len(val_ids))[: cfg.max_val_cases]
+        val_ids = sorted(val_ids[i] for i in keep)
+    return train_ids, val_ids
+
+
+def _recalibrate(model, cfg: TrainConfig, train_images, val_x, val_masks) -> dict:
+    """Re-estimate the batch-norm statistics, which lag the weights on short runs (see
+    recalibrate_batch_norm), on an epoch's worth of augmented training cases: the
+    distribution the weights were trained on. Returns the record."""
+    before = mask_scores(predict_probabilities(model, val_x), val_masks)[0]
+    recalibrate_batch_norm(model, augmented_copies(train_images, cfg.augment_copies,
+                                                   cfg.seed + 1, cfg.augment, cfg.intensity))
+    return {"cases": len(train_images), "augmented_copies": cfg.augment_copies,
+            "validation_iou_before": before}
+
+
+def _export_int8(model, cfg: TrainConfig, out_dir: Path, val_x) -> dict:
+    """Compact export, and proof that the int8 model agrees with the float one.
+
+    Both roundings are tried and the one whose masks agree better with the float
+    model's is kept (nearest on a tie): nearest rounding undoes a fine-tune that
+    moved its weights by less than half an int8 step (model.INT8_ROUNDINGS).
+    """
     if cfg.keep_float:
         np.savez(out_dir / f"{cfg.region}.float.npz", *model.get_weights())
     masks_float = predict_probabilities(model, val_x) >= 0.5
@@ -446,58 +494,45 @@ def train_region(cfg: TrainConfig, dataset: scr.SCRDataset, out_dir: str | os.Pa
     kept = max(INT8_ROUNDINGS, key=agreements.get)      # the first, nearest, on a tie
     for rounding, (path, _, _) in exports.items():
         if rounding == kept:
-            path.replace(out_dir / weights_name)
+            path.replace(out_dir / f"{cfg.region}.npz")
         else:
             path.unlink()
     _, size_bytes, probs_int8 = exports[kept]
-    agreement = agreements[kept]
-    val_iou, val_dice = mask_scores(probs_int8, val_masks)
+    return {"rounding": kept, "bytes": size_bytes, "probabilities": probs_int8,
+            "agreement": agreements[kept], "agreements": agreements}
 
-    history_name = f"{cfg.region}_history.json"
-    (out_dir / history_name).write_text(json.dumps(history, indent=1) + "\n")
-    snapshot_name = f"{cfg.region}_snapshots.npz"
-    # Case ids are stored (names, not pixels); the app overlays them on the
-    # radiograph only when CXR_DATA_DIR provides that case.
-    write_snapshots(out_dir / snapshot_name, np.stack(snapshots), snapshot_epochs,
-                    [val_ids[i] for i in panel])
 
-    entry = {
-        "weights": weights_name,
-        "weights_bytes": size_bytes,
-        "weights_format": COMPACT_FORMAT,
-        "input_size": cfg.input_size,
-        "field_of_view": cfg.field_of_view,
-        "hyperparameters": cfg.hyperparameters(),
-        "study_hyperparameters": get_region(cfg.region).study.as_dict(),
-        "training": {
-            "fold": cfg.fold, "cases": train_ids, "validation_cases": val_ids,
-            "validation_is_training": cfg.fold == "all",
-            "epochs_run": len(history), "epoch_kept": final_epoch,
-            "stopped_by_time_limit": bool(history and history[-1].get("stopped_by_time_limit")),
-            "restore_best": cfg.restore_best, "seconds": round(train_seconds, 1),
-            "backend": keras.backend.backend(), "device": compute_device(),
-            "keras": keras.__version__, "python": platform.python_version(),
-            "augment": cfg.augment.as_dict(), "seed": cfg.seed, "note": cfg.note,
-            "encoder_weights": "imagenet (local file)" if cfg.encoder_weights else None,
-            "init_weights": cfg.init_weights,
-            "batch_norm_recalibration": recalibration and {**recalibration, "validation_iou_after": val_iou},
-        },
-        "metrics": {"validation_at_input_size": {"jaccard": val_iou, "dice": val_dice,
-                                                 "cases": len(val_ids)},
-                    "int8_vs_float_mask_iou": agreement, "int8_rounding": kept,
-                    "int8_vs_float_mask_iou_by_rounding": agreements},
-        "history": history_name,
-        "snapshots": snapshot_name,
+def _training_record(cfg: TrainConfig, train_ids, val_ids, history, best, seconds) -> dict:
+    """The manifest's ``training``: cases, epochs, augmentation, where it ran."""
+    import keras
+
+    return {
+        "fold": cfg.fold, "cases": train_ids, "validation_cases": val_ids,
+        "validation_is_training": cfg.fold == "all",
+        "epochs_run": len(history), "epoch_kept": best["epoch"] if cfg.restore_best else len(history),
+        "stopped_by_time_limit": bool(history and history[-1].get("stopped_by_time_limit")),
+        "restore_best": cfg.restore_best, "seconds": round(seconds, 1),
+        "backend": keras.backend.backend(), "device": compute_device(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "keras": keras.__version__, "python": platform.python_version(),
+        "augment": cfg.augment.as_dict(), "augment_preset": cfg.augment_preset,
+        "seed": cfg.seed, "note": cfg.note,
+        "encoder_weights": "imagenet (local file)" if cfg.encoder_weights else None,
+        "init_weights": cfg.init_weights,
     }
-    update_region(out_dir, cfg.region, entry)
-    if cfg.init_weights and prepend_earlier_stage(out_dir, cfg.region, cfg.init_weights):
-        entry = read_manifest(out_dir)["regions"][cfg.region]
-    return entry
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cxr_dash.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    _data_arguments(p)
+    _schedule_arguments(p)
+    _augmentation_arguments(p)
+    _run_arguments(p)
+    return p
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--region", type=region_or_all, default=None,
                    help=f"one of {', '.join(REGION_KEYS)}, or all (default: all; with "
                         "--from-trial: the trial's region)")
@@ -514,6 +549,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="part of the image the model sees: TOP BOTTOM LEFT RIGHT as fractions, "
                         "or 'full' (default: the region's, from the registry; clavicles see "
                         "the upper half on their own side)")
+
+
+def _schedule_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=positive_int, default=None,
                    help=f"at most this many (default: {TrainConfig.epochs})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default: the study's")
@@ -523,12 +561,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
     p.add_argument("--warmup-epochs", type=float, default=0.0)
     p.add_argument("--loss", choices=LOSSES, default=None, help=f"default: {TrainConfig.loss}")
+
+
+def _augmentation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment-copies", type=positive_int, default=None,
                    help=f"augmented copies of each case per epoch (default: {TrainConfig.augment_copies})")
+    p.add_argument("--augment", choices=tuple(AUGMENT_PRESETS), default="standard",
+                   help="standard: rotation 10, shift 8%%, scale 0.9-1.1, gamma 0.7-1.5; strong: "
+                        "for other hospitals' radiographs (scale 0.7-1.3, aspect 0.8-1.25, "
+                        "rotation 15, shift 15%%, gamma 0.4-2.5, grey margins, blur, edge "
+                        "enhancement, noise, JPEG, burned-in text)")
+    p.add_argument("--intensity", choices=INTENSITY_METHODS, default="percentile",
+                   help="model-space intensity step after the percentile window (recorded in "
+                        "the manifest; inference applies the same): percentile+clahe adds CLAHE")
     p.add_argument("--band-augment", type=probability_argument, default=0.0, metavar="P",
                    help="share of augmented copies shrunk inside uniform bands (black, white or "
                         "grey, 2-15%% of a side, on random sides), as padding or collimation "
                         "frames a radiograph (default: 0, none)")
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--no-restore-best", action="store_true",
                    help="keep the last epoch's weights (use when the validation fold is also the test fold)")
@@ -562,6 +614,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=DATA_WORKERS_HELP)
     p.add_argument("--note", default="")
     p.add_argument("--quiet", action="store_true")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         view_argument(args.field_of_view)
@@ -569,26 +625,31 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"argument --field-of-view: TOP BOTTOM LEFT RIGHT fractions or 'full': {exc}")
     args.trial = None
     if args.from_trial:
-        try:
-            args.trial = load_trial(args.from_trial)
-        except ValueError as exc:
-            p.error(f"argument --from-trial: {exc}")
-        trial_region = args.trial["region"]
-        if args.region == "all":
-            p.error("argument --from-trial: a trial is one region's; pass --region "
-                    f"{trial_region or 'REGION'} (or leave --region out), not all")
-        if trial_region is None and args.region is None:
-            p.error(f"argument --from-trial: {args.from_trial} names no region: pass --region")
-        if trial_region is not None and args.region not in (None, trial_region):
-            p.error(f"argument --from-trial: {args.from_trial} is a trial for {trial_region}, "
-                    f"not {args.region}")
-        args.region = args.region or trial_region
-        try:
-            config_from_args(args, args.region).resolved()
-        except (TypeError, ValueError) as exc:   # e.g. an optimiser this version lacks
-            p.error(f"argument --from-trial: {args.from_trial}: {exc}")
+        _apply_trial(p, args)
     args.region = args.region or "all"
     return args
+
+
+def _apply_trial(p: argparse.ArgumentParser, args) -> None:
+    """Read --from-trial into args.trial and settle the region with it (or exit)."""
+    try:
+        args.trial = load_trial(args.from_trial)
+    except ValueError as exc:
+        p.error(f"argument --from-trial: {exc}")
+    trial_region = args.trial["region"]
+    if args.region == "all":
+        p.error("argument --from-trial: a trial is one region's; pass --region "
+                f"{trial_region or 'REGION'} (or leave --region out), not all")
+    if trial_region is None and args.region is None:
+        p.error(f"argument --from-trial: {args.from_trial} names no region: pass --region")
+    if trial_region is not None and args.region not in (None, trial_region):
+        p.error(f"argument --from-trial: {args.from_trial} is a trial for {trial_region}, "
+                f"not {args.region}")
+    args.region = args.region or trial_region
+    try:
+        config_from_args(args, args.region).resolved()
+    except (TypeError, ValueError) as exc:   # e.g. an optimiser this version lacks
+        p.error(f"argument --from-trial: {args.from_trial}: {exc}")
 
 
 def region_or_all(value: str) -> str:
@@ -664,7 +725,8 @@ def config_from_args(args, region: str) -> TrainConfig:
         keep_float=args.keep_float, recalibrate_bn=not args.no_bn_recalibration,
         recalibrate_bn_each_epoch=args.recalibrate_bn_each_epoch,
         time_limit_s=args.time_limit, data_workers=args.data_workers,
-        augment=AugmentConfig(band_probability=args.band_augment))
+        augment=replace(AUGMENT_PRESETS[args.augment], band_probability=args.band_augment),
+        augment_preset=args.augment, intensity=args.intensity)
     for key, value in trial_values(args)[0].items():
         setattr(cfg, key, value)
     return cfg
