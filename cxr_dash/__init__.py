@@ -1,9 +1,15 @@
 """cxr-dash: per-region U-Net segmentation of chest radiographs, and the tools to explain it.
 
-Computation only: nothing in this package imports Streamlit.
+Computation only: nothing here imports Streamlit except ``cxr_dash.ui``, the
+dashboard's pages. Importing the package chooses the Keras backend
+(:mod:`cxr_dash.backend`), before any of its modules imports Keras.
 """
-from .errors import ImageReadError, ModelSetError
-from .regions import REGION_KEYS, REGIONS, get_region
+from .backend import choose_backend
+
+choose_backend()
+
+from .errors import ImageReadError, ModelSetError  # noqa: E402
+from .regions import REGION_KEYS, REGIONS, get_region  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["load_segmenter", "Segmenter", "ImageReadError", "ModelSetError", "REGIONS",

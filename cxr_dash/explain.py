@@ -64,6 +64,11 @@ class Explanation:
         """The heatmap over an image of ``shape`` (zero outside the model's field of view)."""
         return upsample_probability(self.heatmap, shape, self.view)
 
+    @property
+    def download_name(self) -> str:
+        """What its heatmap is called as a file: ``gradcam_decoder_stage1b_relu_heart``."""
+        return f"{self.method.replace('+', 'plus')}_{self.layer or 'input'}_{self.region}"
+
 
 def target_mask(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Where the score is summed: the predicted region, or everywhere if it is empty."""

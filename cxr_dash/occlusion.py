@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from .preprocess import FULL_VIEW, FieldOfView, upsample_probability
+
 DEFAULT_PATCH_FRACTION = 1 / 8     # of the input side: 16 px at 128, 32 px at 256
 DEFAULT_STRIDE_FRACTION = 1 / 16
 
@@ -27,6 +29,24 @@ class OcclusionResult:
     baseline: float | str
     evaluations: int
     seconds: float
+    region: str | None = None        # the region model occluded, when the caller named it
+    view: FieldOfView = FULL_VIEW    # the part of the image the model saw
+
+    @property
+    def heatmap(self) -> np.ndarray:
+        """The score drops that matter (positive), scaled to [0, 1], at the model's input size."""
+        pos = np.clip(self.sensitivity, 0, None)
+        return pos / pos.max() if pos.max() > 0 else pos
+
+    def at_size(self, shape: tuple[int, int]) -> np.ndarray:
+        """``heatmap`` over an image of ``shape`` (zero outside the model's field of view)."""
+        return upsample_probability(self.heatmap, shape, self.view)
+
+    @property
+    def download_name(self) -> str:
+        """What its heatmap is called as a file: ``occlusion_heart_patch16_stride16_0.0``."""
+        return (f"occlusion_{self.region or 'region'}_patch{self.patch}_stride{self.stride}"
+                f"_{self.baseline}")
 
     def inside_outside(self, region_mask: np.ndarray) -> dict[str, float]:
         """How much of the positive sensitivity lies inside the predicted region."""
@@ -70,11 +90,15 @@ def occlusion_sensitivity(predict: Callable[[np.ndarray], np.ndarray], x: np.nda
                           region_mask: np.ndarray | None = None, patch: int | None = None,
                           stride: int | None = None, baseline: float | str = 0.0,
                           batch_size: int = 32,
-                          progress: Callable[[int, int], None] | None = None) -> OcclusionResult:
+                          progress: Callable[[int, int], None] | None = None, *,
+                          region: str | None = None, view: FieldOfView = FULL_VIEW) -> OcclusionResult:
     """``predict``: (N, S, S, 3) -> (N, S, S) probabilities; ``x``: (S, S, 3) model input.
 
     ``baseline``: a grey value in [0, 1], ``"mean"`` (the image mean) or
     ``"blur"`` (a heavily blurred copy: removes structure, keeps brightness).
+    ``region`` and ``view`` say what ``x`` is (the region model and the part
+    of the image it sees); the result keeps them for its heatmap over the
+    whole image (``at_size``) and its ``download_name``.
     """
     started = time.time()
     size = x.shape[0]
@@ -114,7 +138,7 @@ def occlusion_sensitivity(predict: Callable[[np.ndarray], np.ndarray], x: np.nda
             progress(min(start + batch_size, len(boxes)), len(boxes))
     sens = (drop_sum / np.maximum(counts, 1)).astype(np.float32)
     return OcclusionResult(sens, base_score, patch, stride, baseline, len(boxes) + 1,
-                           time.time() - started)
+                           time.time() - started, region, view)
 
 
 def model_predictor(model) -> Callable[[np.ndarray], np.ndarray]:

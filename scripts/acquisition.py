@@ -15,18 +15,12 @@ accuracy should be one the app says something about. Prints a table.
 """
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cxr_dash.imaging import read_image  # noqa: E402
+from cxr_dash.imaging import read_image
 
 
 def _unit(image: np.ndarray) -> np.ndarray:

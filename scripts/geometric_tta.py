@@ -15,16 +15,10 @@ standard error and the cases it improved. ~13 min for all five regions here.
 """
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 PLAIN = (0.0, 1.0)   # (rotation in degrees, scale)
 VARIANTS = {

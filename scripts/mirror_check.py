@@ -13,13 +13,7 @@ on: the rule was read off the reference masks of all 200 cases.
 """
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 REGIONS = ("heart", "left_lung", "right_lung")   # all the mirror check reads
 

@@ -11,16 +11,10 @@ square and the maps back (the anatomy's proportions change). Prints a table.
 """
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 # (name, rows kept, columns kept) as fractions of a square case.
 CROPS = (("portrait 4:5", (0.0, 1.0), (0.1, 0.9)),

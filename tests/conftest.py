@@ -7,10 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from cxr_dash.regions import REGION_KEYS  # noqa: E402
+from cxr_dash.regions import REGION_KEYS   # importing cxr_dash chooses the Keras backend
 
 
 @pytest.fixture(scope="session")

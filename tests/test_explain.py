@@ -50,3 +50,14 @@ def test_heart_map_lies_on_the_predicted_heart(dataset, method):
     heat = explain(seg, image, "heart", method).heatmap
     enrichment = (heat[near].sum() / heat.sum()) / near.mean()
     assert enrichment > 2.5, enrichment
+
+
+def test_an_explanation_names_its_own_download():
+    from cxr_dash.explain import Explanation
+
+    heat = np.zeros((8, 8), np.float32)
+    assert Explanation("heart", "gradcam", "decoder_stage1b_relu", heat, 1.0).download_name == \
+        "gradcam_decoder_stage1b_relu_heart"
+    assert Explanation("left_lung", "gradcam++", "conv1_relu", heat, 1.0).download_name == \
+        "gradcamplusplus_conv1_relu_left_lung"
+    assert Explanation("heart", "smoothgrad", None, heat, 1.0).download_name == "smoothgrad_input_heart"

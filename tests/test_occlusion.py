@@ -30,3 +30,20 @@ def test_default_work_stays_that_of_256_px_on_larger_inputs():
         assert patch == size // 8 and stride < patch                 # patches still overlap
         assert DEFAULT_WORK_PIXELS / 2 < passes * size * size <= DEFAULT_WORK_PIXELS
     assert default_patch_and_stride(512) == (64, 64)                   # never gaps between patches
+
+
+def test_a_result_names_its_download_and_maps_its_drops_over_the_image():
+    from cxr_dash.preprocess import FieldOfView
+
+    x = np.full((64, 64, 3), 0.2, np.float32)
+    x[20:36, 24:40] = 0.9
+    view = FieldOfView.parse([0.0, 0.5, 0.0, 0.5])            # the image's top-left quarter
+    result = occlusion_sensitivity(bright_object, x, patch=16, stride=16, baseline="mean",
+                                   region="left_clavicle", view=view)
+    assert result.download_name == "occlusion_left_clavicle_patch16_stride16_mean"
+    heat = result.heatmap
+    assert heat.max() == 1.0 and heat.min() == 0.0            # positive drops only, scaled
+    assert np.array_equal(heat > 0, result.sensitivity > 0)
+    big = result.at_size((256, 256))
+    assert big.shape == (256, 256) and not big[128:].any() and not big[:, 128:].any()
+    assert big[:128, :128].max() > 0.9                         # the model's part of the image

@@ -162,11 +162,20 @@ def download_files(model_key: str, image_key: str, threshold: float, stem: str,
 @st.cache_data(max_entries=64, show_spinner=False)
 def heatmap_png(result_key: str, _heat_of) -> bytes:
     """An explanation's heatmap over the image as a PNG, for download: upsampled, coloured
-    and compressed once per result (``result_key``), not on every rerun of the view."""
+    and compressed once per result (``result_key``: :attr:`ResultKey.token
+    <cxr_dash.ui.results.ResultKey.token>`), not on every rerun of the page."""
     from cxr_dash.render import colormap
     from cxr_dash.report import png_bytes
 
     return png_bytes(colormap(_heat_of(), "jet"))
+
+
+def remember(store: dict, key, value, limit: int) -> None:
+    """Keep a result in ``store`` (a dict in the session) for redisplay and download; the
+    oldest go first, so a long session does not hold every result it ever computed."""
+    store[key] = value
+    while len(store) > limit:
+        store.pop(next(iter(store)))
 
 
 def with_pixel_spacing(image: CurrentImage, original_spacing_mm: float) -> CurrentImage:

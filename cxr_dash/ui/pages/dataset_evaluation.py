@@ -9,11 +9,13 @@ from cxr_dash.evaluate import evaluate_segmenter, heldout_by_region, markdown_ta
 from cxr_dash.regions import REGIONS
 from cxr_dash.report import json_bytes, rows_csv
 
-from . import state
+from .. import state
+from ..context import Context
 
 
-def dataset_evaluation(seg, settings=None) -> None:
+def render(ctx: Context) -> None:
     """(Display settings do not apply: the scores use the CLI's threshold, 0.5.)"""
+    seg = ctx.seg
     ds = state.dataset()
     if ds is None:
         st.info("Set `CXR_DATA_DIR` to an SCR-style dataset (images and masks) to score the "
@@ -24,17 +26,11 @@ def dataset_evaluation(seg, settings=None) -> None:
     if not any(selection.values()):
         st.info("Every case of this dataset is a training case of every model: nothing is held out.")
         return
-    st.caption(
-        "Each region's model on the cases of `CXR_DATA_DIR` it did not train on ("
-        + ", ".join(f"{REGIONS[r].display_name.lower()} {len(c)}" for r, c in selection.items())
-        + "): Jaccard, Dice and contour distances at the masks' resolution, threshold 0.5, largest "
-        f"component, test-time augmentation {'on' if seg.default_tta else 'off'} (the set's default). "
-        f"The same figures as `python -m cxr_dash.evaluate --models {seg.model_dir}`; about a second "
-        "per case here.")
+    _caption(seg, selection)
     limit = int(st.number_input("Cases per region (0: every held-out case)", 0, len(available), 0,
                                 key="eval_limit"))
     store = st.session_state.setdefault("dataset_evaluation", {})
-    key = (str(seg.model_dir), limit)
+    key = (ctx.model_key, limit)
     if st.button("Evaluate", type="primary", key="eval_run"):
         bar = st.progress(0.0, text="Scoring…")
         store[key] = evaluate_segmenter(
@@ -45,6 +41,22 @@ def dataset_evaluation(seg, settings=None) -> None:
     if rows is None:
         st.info("Press **Evaluate** to score the held-out cases (results stay for this session).")
         return
+    _scores(seg, rows)
+    _worst_cases(rows)
+
+
+def _caption(seg, selection: dict[str, list[str]]) -> None:
+    st.caption(
+        "Each region's model on the cases of `CXR_DATA_DIR` it did not train on ("
+        + ", ".join(f"{REGIONS[r].display_name.lower()} {len(c)}" for r, c in selection.items())
+        + "): Jaccard, Dice and contour distances at the masks' resolution, threshold 0.5, largest "
+        f"component, test-time augmentation {'on' if seg.default_tta else 'off'} (the set's default). "
+        f"The same figures as `python -m cxr_dash.evaluate --models {seg.model_dir}`; about a second "
+        "per case here.")
+
+
+def _scores(seg, rows: dict[str, list[dict]]) -> None:
+    """The summary table, its downloads and the per-case Jaccard plot."""
     summary = summarise_rows(rows)
     st.markdown(markdown_table(summary))
     per_case = [{"region": region, **row} for region, rs in rows.items() for row in rs]
@@ -57,6 +69,10 @@ def dataset_evaluation(seg, settings=None) -> None:
          "test_time_augmentation": seg.default_tta, "summary": summary, "per_case": rows}),
         "evaluation.json", "application/json", key="eval_json")
     st.plotly_chart(_jaccard_figure(rows), key="eval_jaccard", theme=None)
+
+
+def _worst_cases(rows: dict[str, list[dict]]) -> None:
+    """The worst cases per region, one of them a click from Compare regions."""
     worst = worst_cases(rows)
     st.markdown("**Worst cases per region**")
     st.dataframe([{"Region": REGIONS[w["region"]].display_name, "Case": w["case"],
