@@ -17,7 +17,8 @@ import numpy as np
 from .errors import ImageReadError, ModelSetError
 from .manifest import DEFAULT_MODEL_DIR, MANIFEST_NAME, read_manifest, training_cases
 from .metrics import fill_holes, largest_component
-from .preprocess import FieldOfView, content_box, prepare_input, resize_mask, upsample_probability
+from .preprocess import (FieldOfView, check_intensity, content_box, prepare_input, resize_mask,
+                         upsample_probability)
 from .regions import REGION_KEYS
 
 
@@ -154,6 +155,11 @@ class Segmenter:
         except (TypeError, ValueError) as exc:
             raise ModelSetError(f"{manifest_path}: the {region} field_of_view is invalid "
                                 f"({exc}).") from None
+        try:
+            check_intensity((entry.get("preprocessing") or {}).get("intensity"))
+        except (AttributeError, ValueError) as exc:
+            raise ModelSetError(f"{manifest_path}: the {region} preprocessing is not one this "
+                                f"version knows ({exc}); update cxr-dash or retrain.") from None
         return path, size
 
     def warm_up(self) -> "Segmenter":
@@ -178,6 +184,15 @@ class Segmenter:
         manifest entry names a ``field_of_view``)."""
         return FieldOfView.parse(self.manifest["regions"][region].get("field_of_view"))
 
+    def intensity(self, region: str) -> str:
+        """The model-space intensity step its model was trained with (the manifest's
+        ``preprocessing``; models from before that record used the percentile window)."""
+        return check_intensity((self.entry(region).get("preprocessing") or {}).get("intensity"))
+
+    def model_space(self, region: str) -> tuple[int, FieldOfView, str]:
+        """(input size, field of view, intensity step): regions that share it share an input."""
+        return self.input_size(region), self.view(region), self.intensity(region)
+
     def model(self, region: str):
         """The Keras model of one region (explanations need the graph itself)."""
         return self._models[region]
@@ -194,7 +209,7 @@ class Segmenter:
 
     def prepare(self, image, region: str) -> np.ndarray:
         """The model input of ``region`` for this image: (S, S, 3) float32."""
-        return prepare_input(as_grayscale(image), self.input_size(region), self.view(region))
+        return prepare_input(as_grayscale(image), *self.model_space(region))
 
     def prepare_mask(self, mask, region: str) -> np.ndarray:
         """A full-image mask (e.g. ground truth) in the region's model space: (S, S) bool."""
@@ -212,7 +227,7 @@ class Segmenter:
         inputs: dict[tuple, np.ndarray] = {}
         out = {}
         for region in regions:
-            space = (self.input_size(region), self.view(region))
+            space = self.model_space(region)
             if space not in inputs:  # regions of one model space share their preprocessing
                 inputs[space] = prepare_input(image, *space)[None]
             y = self._models[region].predict_on_batch(inputs[space])
@@ -258,9 +273,9 @@ class Segmenter:
             return {r: self.to_image(p, r, image.shape) for r, p in small.items()}
         by_space: dict[tuple, list[str]] = {}
         for r in regions:
-            by_space.setdefault((self.input_size(r), self.view(r)), []).append(r)
+            by_space.setdefault(self.model_space(r), []).append(r)
         out = {}
-        for (size, view), group in by_space.items():
+        for (size, view, _), group in by_space.items():
             y0, y1, x0, x1 = view.box(image.shape)
             sums = {r: np.zeros((size, size), np.float32) for r in group}
             for sy, sx in TTA_SHIFTS:
@@ -273,6 +288,40 @@ class Segmenter:
                     sums[r] += shift_image(small[r], -sy, -sx)
             out.update({r: self.to_image(sums[r] / len(TTA_SHIFTS), r, image.shape) for r in group})
         return {r: out[r] for r in regions}
+
+    @property
+    def quality_model(self):
+        """The set's fitted quality estimate (``quality.json``), or None where it has none."""
+        if not hasattr(self, "_quality_model"):
+            from .quality_estimate import QualityModel
+            self._quality_model = QualityModel.load(self.model_dir)
+        return self._quality_model
+
+    def estimate_quality(self, image, probabilities: dict[str, np.ndarray] | None = None,
+                         regions=None, quality_model=None) -> dict[str, float | None]:
+        """{region: estimated Jaccard of its mask against a careful manual outline}, in [0, 1].
+
+        ``probabilities``: the raw maps of this image (``predict(image, one_piece_at=None,
+        trim_borders=False)``, as the app keeps them); computed when not given. Costs one
+        perturbed pass per region at ~70% of its input size (:mod:`cxr_dash.quality_estimate`).
+        None per region where the set has no fitted estimate.
+        """
+        from .quality_estimate import feature_table, perturbed_probabilities
+
+        image = as_grayscale(image)
+        regions = tuple(r for r in self.regions if regions is None or r in regions)
+        model = quality_model or self.quality_model
+        if model is None:
+            return {r: None for r in regions}
+        if probabilities is None:
+            # As predict sees it: without wide uniform edge bands.
+            y0, y1, x0, x1 = content_box(image)
+            image = image[y0:y1, x0:x1]
+            probabilities = self.predict(image, regions, one_piece_at=None, trim_borders=False)
+        probabilities = {r: probabilities[r] for r in regions}
+        perturbed = perturbed_probabilities(self, np.asarray(image, np.float32), regions)
+        features = feature_table(probabilities, perturbed, model.stats)
+        return {r: model.estimate(r, features[r]) for r in regions}
 
     def masks(self, probabilities: dict[str, np.ndarray], threshold: float = 0.5,
               largest_only: bool = True) -> dict[str, np.ndarray]:
