@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from cxr_dash.errors import ImageReadError
 from cxr_dash.ui import sidebar, state, widgets
 from cxr_dash.ui.context import Context
 from cxr_dash.ui.pages import (compare, dataset_evaluation, downloads, explain, model_card, overview,
@@ -51,7 +52,11 @@ def main() -> None:
         st.info("Upload a frontal chest radiograph (PNG, JPEG, 16-bit PNG, DICOM or JSRT .IMG) "
                 "in the sidebar" + (", or pick a dataset case." if state.dataset() else "."))
     else:
-        ctx = Context.for_image(seg, settings, image, tta)
+        try:
+            ctx = Context.for_image(seg, settings, image, tta)
+        except ImageReadError as exc:   # e.g. corrected into an image the models cannot take
+            st.error(str(exc))
+            st.stop()
         widgets.image_warnings(ctx)
         IMAGE_PAGES[page](ctx)
 

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageReadError, ModelSetError
+from .imaging import check_segmentable
 from .manifest import DEFAULT_MODEL_DIR, MANIFEST_NAME, read_manifest, training_cases
 from .metrics import fill_holes, largest_component
 from .preprocess import (FieldOfView, check_intensity, content_box, prepare_input, resize_mask,
@@ -36,21 +37,31 @@ def shift_image(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
 
 
 def as_grayscale(image) -> np.ndarray:
-    """Accept a 2-D array, or (H, W, 1|3|4) which is averaged to grey.
+    """Accept one image: a 2-D array, or (H, W, 1|3|4) which is averaged to grey.
 
     Raises :class:`~cxr_dash.errors.ImageReadError` (a ValueError) for anything
-    that is not a finite real-valued image: a NaN or inf pixel would otherwise
-    spread through the intensity stretch and return all-NaN maps silently.
+    that is not one finite, real-valued grey or colour image: a NaN or inf pixel
+    would otherwise spread through the intensity stretch and return all-NaN maps
+    silently, a stack would be taken for channels, and a boolean array is a mask.
     """
     arr = np.asarray(image)
-    if arr.dtype.kind not in "biuf":
+    if arr.dtype == bool:
+        raise ImageReadError("the image is a boolean array (a mask?), not a radiograph; pass "
+                             "its grey values (uint8, uint16 or float).")
+    if arr.dtype.kind not in "iuf":
         raise ImageReadError(f"expected a real-valued grey image, got an array of {arr.dtype}")
-    if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
+    if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4):
+        raise ImageReadError(
+            f"expected one 2-D image, got an array of shape {arr.shape}: a stack of {arr.shape[0]} "
+            "images (or channels first)? Pass one 2-D image (e.g. stack[0]), or channels last "
+            "(H x W x 3).")
+    if arr.ndim == 4:
+        raise ImageReadError(f"expected one 2-D image, got an array of shape {arr.shape}: a "
+                             f"batch of {arr.shape[0]}? Pass the images one at a time.")
+    if arr.ndim == 3:
         arr = arr[..., :3].mean(axis=2) if arr.shape[2] >= 3 else arr[..., 0]
     if arr.ndim != 2 or min(arr.shape) < 1:
         raise ImageReadError(f"expected a 2-D grey image, got an array of shape {arr.shape}")
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = int(np.count_nonzero(~np.isfinite(arr)))
         raise ImageReadError(f"the image contains {bad} non-numeric (NaN/inf) pixel values; "
@@ -223,6 +234,7 @@ class Segmenter:
     def predict_at_input_size(self, image, regions=None) -> dict[str, np.ndarray]:
         """{region: (S, S) float32} in each model's own space (input size, field of view)."""
         image = as_grayscale(image)
+        check_segmentable(image)     # >= 64 px a side, within 1:4, not uniform
         regions = tuple(regions or self.regions)
         inputs: dict[tuple, np.ndarray] = {}
         out = {}
@@ -256,6 +268,7 @@ class Segmenter:
         margin), and the maps are 0 over them; a no-op on SCR radiographs.
         """
         image = as_grayscale(image)
+        check_segmentable(image)     # >= 64 px a side, within 1:4, not uniform
         h, w = image.shape
         y0, y1, x0, x1 = content_box(image) if trim_borders else (0, h, 0, w)
         probs = self._predict_raw(image[y0:y1, x0:x1], regions, tta)

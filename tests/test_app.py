@@ -386,3 +386,185 @@ def test_a_mirrored_or_inverted_radiograph_is_flagged_and_can_be_corrected(data_
         assert not at.exception
         assert not warned(), name
         assert any(e.label == f"Image corrections: {name}" for e in at.sidebar.expander)
+
+
+# --- Hardening: synthetic bad inputs keep what is shown; the queue; the server's defaults -----
+
+def synthetic_png(side=256, seed=0) -> bytes:
+    """A chest-like synthetic image (two dark fields on a gradient, noise): no real pixels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:side, :side] / side
+    image = 150 + 60 * yy - sum(90 * np.exp(-(((xx - cx) / 0.15) ** 2 + ((yy - 0.5) / 0.25) ** 2))
+                                for cx in (0.3, 0.7))
+    image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encoded(array, fmt="PNG", **save) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def _bad_inputs():
+    """(id, name, builder, message regex): each bad input kind, built when its test runs."""
+    from tests import test_imaging as t
+
+    grad = lambda: t.gradient(dtype=np.uint16, high=4000)      # noqa: E731
+    tiff = lambda: encoded(t.gradient(256, 256), "TIFF")       # noqa: E731
+    rgb16 = lambda: t.png_16bit(np.stack([t.gradient(128, 128, np.uint16, 60000)] * 3, axis=2))  # noqa: E731
+    frames_bad = b"\x28\x00\x08\x00IS\x02\x007 "
+    return [
+        ("png-bomb-16bit-rgba", "bomb.png", t.bomb_png,
+         r"7999 x 7999 pixels \(64\.0 megapixels\) is too large"),
+        ("png-over-decoded-bytes", "wide.png", lambda: t.png_header_claiming(5900, 5900),
+         r"266 MB once decoded"),
+        ("dicom-columns-mismatch", "cols.dcm",
+         lambda: t.edit_dicom(t.make_dicom(grad()), Columns=40), r"picture would come out scrambled"),
+        ("dicom-rows-too-many", "rows.dcm",
+         lambda: t.edit_dicom(t.make_dicom(grad()), Rows=80), r"truncated, or its Rows / Columns"),
+        ("dicom-frames-mismatch", "frames.dcm",
+         lambda: t.edit_dicom(t.make_dicom(grad()), NumberOfFrames=3), r"says 3 frames of 48 x 64"),
+        ("dicom-over-pixel-limit", "big.dcm",
+         lambda: t.edit_dicom(t.make_dicom(grad()), Rows=7000, Columns=7000),
+         r"7000 x 7000 pixels \(49\.0 megapixels\) is too large"),
+        ("dicom-damaged-jpeg-ls", "jls.dcm",
+         lambda: t.make_dicom(grad(), compressed=("1.2.840.10008.1.2.4.80", b"\xff\xd8" + bytes(300))),
+         r"pixel data cannot be decoded: the file is truncated or damaged"),
+        ("dicom-malformed-frames", "nf.dcm",
+         lambda: t.edit_dicom(t.make_dicom(grad()), NumberOfFrames=7).replace(
+             frames_bad, frames_bad[:-2] + b"x "), r"header is malformed: its NumberOfFrames"),
+        ("dicom-no-size", "nosize.dcm", lambda: t.edit_dicom(t.make_dicom(grad()), Rows=0),
+         r"gives no image size"),
+        ("strip", "strip.png", lambda: encoded(t.gradient(100, 600)), r"is a strip \(1:6\)"),
+        ("too-small-to-segment", "small.png", lambda: encoded(t.gradient(40, 40)),
+         r"40 x 40 pixels is too small to segment"),
+        ("uniform", "flat.png", lambda: encoded(np.full((128, 128), 90, np.uint8)), r"uniform"),
+        ("truncated-tiff", "cut.tif", lambda: tiff()[: len(tiff()) // 2], r"truncated or corrupt"),
+        ("truncated-16bit-colour-png", "cut16.png", lambda: rgb16()[: len(rgb16()) // 2],
+         r"16-bit colour PNG is truncated or corrupt"),
+    ]
+
+
+def _shown(at) -> tuple:
+    """What the page shows of the current image: its name, images, measurements table."""
+    return (current_name(at), len(at.get("image")), at.dataframe[0].value.to_dict())
+
+
+@pytest.mark.parametrize("kind,name,build,message", _bad_inputs(), ids=[b[0] for b in _bad_inputs()])
+def test_a_synthetic_bad_upload_is_explained_and_nothing_shown_is_lost(app, kind, name, build, message):
+    import re
+
+    from tests.test_imaging import assert_clean
+
+    upload(app, "synthetic.png", synthetic_png(), "image/png")
+    before = _shown(app)
+    assert "synthetic.png" in before[0] and before[1] >= 1 and not app.error
+    upload(app, name, build())
+    errors = [e.value for e in app.error]
+    assert len(errors) == 1 and re.search(message, errors[0]), errors
+    assert errors[0].startswith(name + ":") and "previous image" in errors[0]
+    assert_clean(errors[0])
+    assert _shown(app) == before                  # the previous image and its results, unchanged
+
+
+def test_an_unexpected_decoder_failure_is_logged_and_shown_in_words(app, monkeypatch, caplog):
+    import logging
+
+    from cxr_dash.ui import state
+    from tests.test_imaging import assert_clean
+
+    upload(app, "synthetic.png", synthetic_png(), "image/png")
+    before = _shown(app)
+
+    def broken(data, name):
+        raise AttributeError("'NoneType' object has no attribute 'GetBuffer' (gdcm)")
+
+    monkeypatch.setattr(state, "read_image", broken)
+    with caplog.at_level(logging.ERROR, logger="cxr_dash.ui.state"):
+        upload(app, "odd.dcm", b"DICM" * 40)
+    (error,) = [e.value for e in app.error]
+    assert error.startswith("odd.dcm: the file could not be read (an unexpected error, recorded in "
+                            "the server's log)")
+    assert_clean(error)
+    assert _shown(app) == before
+    assert any("GetBuffer" in (r.exc_text or "") for r in caplog.records)
+
+
+@pytest.mark.parametrize("name,build,note", [
+    ("cine.gif", lambda: _frames("GIF"), "first of 3 frames used (an animated GIF)"),
+    ("pages.tif", lambda: _frames("TIFF"), "first of 3 frames used (a multi-page TIFF)"),
+    ("cine.dcm", lambda: _multiframe_dicom(), "first of 4 frames used (a multi-frame DICOM)"),
+    ("glass.png", lambda: _transparent_png(), "transparent image composited onto black"),
+])
+def test_frames_and_transparency_are_used_and_said(app, name, build, note):
+    upload(app, name, build())
+    assert not app.error, [e.value for e in app.error]
+    assert name in current_name(app) and note in current_name(app)
+    assert len(app.get("image")) >= 1
+
+
+def _frames(fmt):
+    first = np.array(Image.open(io.BytesIO(synthetic_png(128))))
+    images = [Image.fromarray(a) for a in (first, 255 - first, first)]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format=fmt, save_all=True, append_images=images[1:])
+    return buffer.getvalue()
+
+
+def _multiframe_dicom():
+    from tests.test_imaging import multiframe_dicom
+
+    first = np.array(Image.open(io.BytesIO(synthetic_png(128)))).astype(np.uint16) * 16
+    return multiframe_dicom(np.stack([first + 10 * i for i in range(4)]), rle=True)
+
+
+def _transparent_png():
+    grey = np.array(Image.open(io.BytesIO(synthetic_png(128))))
+    alpha = np.full(grey.shape, 255, np.uint8)
+    alpha[:, :16] = 0
+    return encoded(np.dstack([grey, grey, grey, alpha]))
+
+
+def test_a_session_waits_for_a_free_model_slot_and_is_told_its_place(app, monkeypatch):
+    import threading
+
+    from cxr_dash.concurrency import MODEL_GATE
+    from cxr_dash.ui import state
+
+    told = []
+    message = state.queue_message
+    monkeypatch.setattr(state, "queue_message", lambda place, what: told.append((place, what))
+                        or message(place, what))
+    holding, release = threading.Barrier(MODEL_GATE.slots + 1), threading.Event()
+
+    def hold():
+        with MODEL_GATE.slot():
+            holding.wait(10)
+            release.wait(30)
+
+    holders = [threading.Thread(target=hold) for _ in range(MODEL_GATE.slots)]
+    for h in holders:
+        h.start()
+    holding.wait(10)                                 # every slot taken by "other sessions"
+    threading.Timer(3.0, release.set).start()
+    upload(app, "synthetic.png", synthetic_png(), "image/png")
+    for h in holders:
+        h.join(10)
+    assert told and told[0] == (1, "reading the upload")
+    assert "1st in the queue" in message(1, "x") and f"{MODEL_GATE.slots} model run" in message(1, "x")
+    assert not app.error and "synthetic.png" in current_name(app) and len(app.get("image")) >= 1
+    assert MODEL_GATE.running == 0 and MODEL_GATE.waiting == 0
+
+
+def test_the_server_defaults_keep_it_local_quiet_and_terse():
+    import tomllib
+
+    config = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"          # this machine only
+    assert config["client"]["showErrorDetails"] == "none"       # no tracebacks for users
+    assert config["browser"]["gatherUsageStats"] is False
+    # Set by hand, so a headless start does not ask checkip.amazonaws.com for an external IP.
+    assert config["browser"]["serverAddress"]

@@ -288,7 +288,7 @@ def test_decompression_bomb_sizes_are_refused_as_too_large(side):
     # warning band, which must not escape either, even when warnings are errors.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(ImageReadError, match="too large.*64 megapixels"):
+        with pytest.raises(ImageReadError, match="too large.*36 megapixels"):
             read_image(png_claiming_size(side, side), "bomb.png")
 
 
@@ -368,7 +368,7 @@ def test_dicom_with_a_non_numeric_rescale_says_so():
 def test_dicom_with_a_malformed_header_element_raises_the_documented_error(tag):
     data = make_dicom(gradient(dtype=np.uint16, high=1000))
     assert data.count(tag + b"US") == 1
-    with pytest.raises(ImageReadError, match="Unknown Value Representation"):
+    with pytest.raises(ImageReadError, match=r"vr\.dcm: the DICOM header is malformed: its (Rows|PixelRepresentation) element cannot be read"):
         read_image(data.replace(tag + b"US", tag + b"U\x01"), "vr.dcm")
 
 
@@ -416,3 +416,243 @@ def test_reorient_inverts_within_the_image_range_and_mirrors(dtype):
     assert inverted.tolist() == [[60, 50, 40], [30, 20, 10]]
     assert reorient(pixels, mirror=True).tolist() == [[30, 20, 10], [60, 50, 40]]
     assert reorient(reorient(pixels, True, True), True, True).tolist() == pixels.tolist()
+
+
+# --- Hardening: bombs, inconsistent headers, frames, transparency, clean messages ---------
+
+from cxr_dash.imaging import MAX_DECODED_BYTES, MAX_PIXELS  # noqa: E402
+
+# What a message a user sees must never contain: library internals.
+INTERNALS = ("NoneType", "gdcm", "GDCM", "pydicom", "Traceback", "Error:", "object at 0x", "numpy")
+
+
+def assert_clean(message: str) -> None:
+    assert not [word for word in INTERNALS if word in message], message
+
+
+def edit_dicom(data: bytes, **elements) -> bytes:
+    """The DICOM with header elements replaced (as a hand-edited or buggy export has them)."""
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()
+
+
+def multiframe_dicom(frames: np.ndarray, rle: bool = False) -> bytes:
+    """A DICOM of (N, H, W) uint16 frames, stored natively or RLE-compressed."""
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels.encoders import RLELosslessEncoder
+
+    n, h, w = frames.shape
+    data = make_dicom(frames[0])
+    if not rle:
+        return edit_dicom(data, NumberOfFrames=n, PixelData=frames.astype(np.uint16).tobytes())
+    encoded = [RLELosslessEncoder.encode(f, rows=h, columns=w, samples_per_pixel=1, bits_allocated=16,
+                                         bits_stored=16, pixel_representation=0,
+                                         photometric_interpretation="MONOCHROME2", number_of_frames=1)
+               for f in frames]
+    data = make_dicom(frames[0], compressed=("1.2.840.10008.1.2.5", encoded[0]))
+    return edit_dicom(data, NumberOfFrames=n, PixelData=encapsulate(encoded))
+
+
+def png_header_claiming(width, height, depth=16, colour_type=6):
+    """A tiny 16-bit RGBA PNG whose IHDR claims another size and layout."""
+    data = bytearray(png_16bit(np.zeros((8, 8, 4), np.uint16)))
+    ihdr = bytearray(data[12:29])
+    ihdr[4:14] = struct.pack(">IIBB", width, height, depth, colour_type)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def bomb_png(side=7999):
+    """A real, decodable side x side 16-bit RGBA PNG of zeros (~0.5 MB at 7999)."""
+    header = struct.pack(">IIBBBBB", side, side, 16, 6, 0, 0, 0)
+    packer = zlib.compressobj(9)
+    row = b"\0" + bytes(side * 8)
+    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body)
+            + chunk(b"IEND", b""))
+
+
+def frames_file(fmt, frames):
+    buf = io.BytesIO()
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(buf, format=fmt, save_all=True, append_images=images[1:])
+    return buf.getvalue()
+
+
+def test_the_16bit_rgba_bomb_is_refused_from_its_header_with_the_numbers(monkeypatch):
+    import cv2
+
+    decoded = []
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: decoded.append(1))   # must never be reached
+    with pytest.raises(ImageReadError) as refused:
+        read_image(bomb_png(), "bomb.png")
+    message = str(refused.value)
+    assert message.startswith("bomb.png: 7999 x 7999 pixels (64.0 megapixels) is too large")
+    assert f"{MAX_PIXELS // 1_000_000} megapixels" in message and "downsample" in message
+    assert decoded == []
+    assert_clean(message)
+
+
+def test_a_png_under_the_pixel_limit_but_over_the_decoded_bytes_is_refused():
+    side = 5900                         # 34.8 megapixels: 16-bit RGBA is 266 MB decoded
+    assert side * side <= MAX_PIXELS and side * side * 8 > MAX_DECODED_BYTES
+    with pytest.raises(ImageReadError, match=r"5900 x 5900 pixels of 16-bit RGBA is too large: "
+                                             r"266 MB once decoded; .*256 MB decoded"):
+        read_image(png_header_claiming(side, side), "wide.png")
+    # The same size in 8-bit grey is 35 MB: past the header check (then found truncated).
+    with pytest.raises(ImageReadError, match="truncated or corrupt"):
+        read_image(png_claiming_size(side, side), "grey.png")
+
+
+def test_a_dicom_frame_over_the_limits_is_refused_before_decoding():
+    data = make_dicom(gradient(dtype=np.uint16, high=4000))
+    with pytest.raises(ImageReadError, match=r"big\.dcm: 7000 x 7000 pixels \(49\.0 megapixels\) "
+                                             r"is too large"):
+        read_image(edit_dicom(data, Rows=7000, Columns=7000), "big.dcm")
+
+
+@pytest.mark.parametrize("rle", [False, True], ids=["native", "rle"])
+def test_a_multiframe_dicom_decodes_only_its_first_frame(rle, monkeypatch):
+    from pydicom import pixels
+
+    frames = np.stack([gradient(64, 48, np.uint16, 4000) + 100 * i for i in range(5)])
+    data = multiframe_dicom(frames, rle)
+    calls = []
+    original = pixels.pixel_array
+    monkeypatch.setattr(pixels, "pixel_array",
+                        lambda ds, **kw: calls.append(kw) or original(ds, **kw))
+    img = read_image(data, "cine.dcm")
+    np.testing.assert_array_equal(img.pixels, frames[0])
+    assert "first of 5 frames used (a multi-frame DICOM)" in img.notes
+    assert calls == [{"index": 0}]          # one frame decoded, not five
+
+
+@pytest.mark.parametrize("elements,message", [
+    ({"Columns": 40}, r"says 40 x 64 pixels .* 5120 bytes, but the pixel data holds 6144: its Rows "
+                      r"/ Columns \(or NumberOfFrames\) do not match its pixels, so the picture "
+                      r"would come out scrambled"),
+    ({"Rows": 80}, r"says 48 x 80 pixels .* holds 6144: the file is truncated, or its Rows"),
+    ({"NumberOfFrames": 3}, r"says 3 frames of 48 x 64 pixels"),
+    ({"BitsAllocated": 8, "BitsStored": 8, "HighBit": 7}, r"8-bit\), 3072 bytes, but the pixel data "
+                                                         r"holds 6144"),
+    ({"Rows": 0}, r"gives no image size \(Rows / Columns missing or 0\)"),
+    ({"BitsAllocated": 12}, r"not an image this reader knows"),
+    ({"SamplesPerPixel": 2}, r"2 sample\(s\) per pixel"),
+], ids=["columns-short", "rows-long", "frames", "bits", "no-rows", "bits-12", "samples-2"])
+def test_a_dicom_whose_header_does_not_match_its_pixels_is_refused(elements, message):
+    data = edit_dicom(make_dicom(gradient(dtype=np.uint16, high=4000)), **elements)
+    with pytest.raises(ImageReadError, match=r"^h\.dcm: .*" + message) as refused:
+        read_image(data, "h.dcm")
+    assert_clean(str(refused.value))
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90",
+                                    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.5"],
+                         ids=["jpeg-ls", "jpeg2000", "jpeg-baseline", "rle"])
+def test_damaged_compressed_dicom_pixels_say_what_to_do_without_decoder_internals(syntax, caplog):
+    import logging
+
+    data = make_dicom(gradient(dtype=np.uint16, high=4000), compressed=(syntax, b"\xff\xd8" + bytes(300)))
+    with caplog.at_level(logging.INFO, logger="cxr_dash.imaging"):
+        with pytest.raises(ImageReadError, match=r"^d\.dcm: the DICOM pixel data cannot be decoded: "
+                                                 r"the file is truncated or damaged.*Upload the "
+                                                 r"complete file") as refused:
+            read_image(data, "d.dcm")
+    assert_clean(str(refused.value))
+    assert any("decoding the DICOM pixel data failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_dicom_with_a_non_integer_size_names_the_element():
+    data = edit_dicom(make_dicom(gradient(dtype=np.uint16, high=1000)), NumberOfFrames=7)
+    element = b"\x28\x00\x08\x00IS\x02\x007 "        # (0028,0008) NumberOfFrames, "7 "
+    assert data.count(element) == 1
+    with pytest.raises(ImageReadError, match=r"^n\.dcm: the DICOM header is malformed: its "
+                                             r"NumberOfFrames") as refused:
+        read_image(data.replace(element, element[:-2] + b"x "), "n.dcm")
+    assert_clean(str(refused.value))
+
+
+def test_transparent_rgba_is_composited_onto_black_and_says_so():
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[..., 3] = 255
+    rgba[:32, :, 3] = 0            # the top half fully transparent
+    rgba[32:48, :, 3] = 128        # a translucent band
+    img = read_image(encode(rgba), "t.png")
+    assert img.pixels[:32].max() == 0 and img.pixels[-1, 0] == 200
+    assert abs(int(img.pixels[40, 0]) - 100) <= 1
+    assert img.notes == ["transparent image composited onto black (75% of its pixels transparent "
+                         "or translucent)"]
+
+
+def test_transparent_grey_alpha_palette_and_16bit_pngs_are_composited_too():
+    la = np.stack([gradient(64, 64), np.full((64, 64), 255, np.uint8)], axis=2)
+    la[:, :16, 1] = 0
+    img = read_image(encode(la, mode="LA"), "la.png")
+    assert img.pixels[:, :16].max() == 0 and img.pixels[-1, -1] == 255
+    assert "composited onto black" in img.notes[0]
+    palette = Image.fromarray(gradient(64, 64)).convert("P")
+    buf = io.BytesIO()
+    palette.save(buf, format="PNG", transparency=int(palette.getpixel((0, 63))))
+    assert "composited onto black" in read_image(buf.getvalue(), "p.png").notes[0]
+    rgba16 = np.zeros((64, 64, 4), np.uint16)
+    rgba16[..., :3] = gradient(64, 64, np.uint16, 60000)[..., None]
+    rgba16[..., 3] = 65535
+    rgba16[:, 32:, 3] = 0
+    img = read_image(png_16bit(rgba16), "t16.png")
+    assert img.pixels.dtype == np.uint16 and img.pixels[-1, 0] == 60000 and img.pixels[:, 32:].max() == 0
+    assert "composited onto black" in img.notes[0]
+
+
+@pytest.mark.parametrize("fmt,name,kind", [("GIF", "cine.gif", "an animated GIF"),
+                                           ("TIFF", "pages.tif", "a multi-page TIFF"),
+                                           ("PNG", "anim.png", "an animated PNG")])
+def test_animated_and_multipage_files_use_their_first_frame_and_say_so(fmt, name, kind):
+    first, second = gradient(64, 64), 255 - gradient(64, 64)
+    img = read_image(frames_file(fmt, [first, second, first]), name)
+    np.testing.assert_array_equal(img.pixels, first)
+    assert f"first of 3 frames used ({kind})" in img.notes
+
+
+def test_tiff_is_read_with_its_16_bits_and_a_damaged_one_is_refused():
+    arr = gradient(64, 64, np.uint16, 60000)
+    img = read_image(encode(arr, "TIFF"), "x.tif")
+    assert img.source_format == "tiff" and img.pixels.dtype == np.uint16 and img.pixels.max() == 60000
+    data = encode(gradient(256, 256), "TIFF")
+    with pytest.raises(ImageReadError, match=r"^cut\.tif: the file is truncated or corrupt") as refused:
+        read_image(data[: len(data) // 2], "cut.tif")
+    assert_clean(str(refused.value))
+
+
+def test_decoder_errors_go_to_the_log_not_into_the_message(caplog):
+    import logging
+
+    data = encode((np.random.default_rng(0).random((256, 256)) * 255).astype(np.uint8))
+    with caplog.at_level(logging.INFO, logger="cxr_dash.imaging"):
+        with pytest.raises(ImageReadError) as refused:
+            read_image(data[: len(data) // 2], "half.png")
+    assert str(refused.value) == ("half.png: the file is truncated or corrupt (its pixels cannot "
+                                  "be decoded). Upload the complete file, or export it again.")
+    assert any("half.png: pixel decoding failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("shape,message", [
+    ((40, 40), "40 x 40 pixels is too small to segment; the models need at least 64"),
+    ((100, 600), r"600 x 100 pixels is a strip \(1:6\), not a chest radiograph"),
+])
+def test_check_segmentable_refuses_what_the_models_cannot_take(shape, message):
+    from cxr_dash.imaging import check_segmentable
+
+    with pytest.raises(ImageReadError, match="^up.png: " + message):
+        check_segmentable(gradient(*shape), "up.png")
+    check_segmentable(gradient(64, 256), "ok.png")           # 1:4 is still a radiograph

@@ -267,3 +267,34 @@ def test_tools_refuse_bad_arguments_with_a_usage_message(dataset, tool, argv, me
         main(["--data", str(dataset.root), *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("image,message", [
+    (np.ones((1, 1), np.float32), r"1 x 1 pixels is too small to segment; the models need at least 64"),
+    (np.linspace(0, 1, 5 * 4000).reshape(5, 4000), r"4000 x 5 pixels is too small to segment"),
+    (np.linspace(0, 1, 63 * 200).reshape(63, 200), r"200 x 63 pixels is too small"),
+    (np.linspace(0, 1, 100 * 500).reshape(100, 500), r"500 x 100 pixels is a strip \(1:5\)"),
+    (np.zeros((128, 128), bool), r"boolean array \(a mask\?\), not a radiograph"),
+    (np.full((128, 128), 7, np.uint8), r"the image is uniform \(every pixel is 7\): nothing to segment"),
+    (np.zeros((128, 128), np.float32), r"uniform \(every pixel is 0\)"),
+    (np.random.default_rng(0).random((3, 128, 128)), r"shape \(3, 128, 128\): a stack of 3 images "
+                                                      r"\(or channels first\)\? Pass one 2-D image"),
+    (np.random.default_rng(0).random((10, 96, 96)), r"a stack of 10 images"),
+    (np.random.default_rng(0).random((2, 96, 96, 3)), r"a batch of 2\? Pass the images one at a time"),
+    (np.array([[1, 2], [3, 4]], dtype=object), r"real-valued"),
+], ids=["1x1", "5x4000", "63x200", "aspect-1:5", "boolean", "constant", "all-zero", "stack-3",
+        "stack-10", "batch", "object"])
+def test_predict_refuses_what_it_would_only_turn_into_empty_maps(tiny_model_set, image, message):
+    from cxr_dash.errors import ImageReadError
+
+    seg = load_segmenter(tiny_model_set, regions=["heart"])
+    for entry in (seg.predict, seg.predict_at_input_size):
+        with pytest.raises(ImageReadError, match=message):
+            entry(image)
+
+
+def test_predict_still_takes_the_extremes_it_allows(tiny_model_set):
+    seg = load_segmenter(tiny_model_set, regions=["heart"])
+    rng = np.random.default_rng(1)
+    for shape in ((64, 64), (64, 256), (256, 64), (96, 96, 3), (96, 96, 4), (96, 96, 1)):
+        assert seg.predict(rng.random(shape).astype(np.float32))["heart"].shape == shape[:2]

@@ -7,18 +7,25 @@ re-runs a model. Uploads are decoded in memory and never written to disk.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import streamlit as st
 
+from cxr_dash.concurrency import MODEL_GATE, GateBusy
 from cxr_dash.data import SCR_MASK_SPACING_MM, SCRDataset, data_dir_from_env
 from cxr_dash.errors import ImageReadError, ModelSetError
-from cxr_dash.imaging import VOI_APPLIED_NOTE, read_image
+from cxr_dash.imaging import VOI_APPLIED_NOTE, check_segmentable, read_image
 from cxr_dash.manifest import DEFAULT_MODEL_DIR
 from cxr_dash.render import downsample_for_display
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WORKING_SIDE = 1024   # the app works at <= 1024 px, the SCR masks' resolution
 BORDER_NOTE = "uniform border cropped"   # the note ``corrected`` adds; Downloads quotes it
@@ -78,7 +85,7 @@ def dataset():
 
 
 def _working_copy(pixels: np.ndarray, spacing: float | None):
-    small = downsample_for_display(pixels.astype(np.float32), WORKING_SIDE)
+    small = downsample_for_display(pixels.astype(np.float32, copy=False), WORKING_SIDE)
     scale = pixels.shape[0] / small.shape[0]
     return small, (spacing * scale if spacing else None)
 
@@ -91,14 +98,18 @@ def _content(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def image_from_upload(name: str, data: bytes) -> CurrentImage:
-    """Decode an upload (in memory). Raises ImageReadError with a user-facing message."""
+    """Decode an upload (in memory). Raises ImageReadError with a user-facing message,
+    also for an image the models cannot segment (too small, a strip, uniform)."""
     radiograph = read_image(data, name)
+    check_segmentable(radiograph.pixels, name)
+    shape = radiograph.shape
     small, spacing = _working_copy(radiograph.pixels, radiograph.pixel_spacing_mm)
+    radiograph.pixels = None     # full size: freed before the next full-size copy is made
     digest = hashlib.sha1(data).hexdigest()[:16]
     unwindowed = None
     if radiograph.unwindowed is not None:
         unwindowed, _ = _working_copy(radiograph.unwindowed, None)
-    return CurrentImage(digest, name, small, radiograph.shape, spacing, "upload",
+    return CurrentImage(digest, name, small, shape, spacing, "upload",
                         notes=radiograph.notes, content=_content(small), unwindowed=unwindowed)
 
 
@@ -112,19 +123,67 @@ def image_from_case(ds: SCRDataset, case_id: str) -> CurrentImage:
                         case_id, truth, content=_content(small))
 
 
-@st.cache_data(max_entries=16, show_spinner="Segmenting five regions…")
-def segment(model_key: str, image_key: str, _seg, _pixels, tta: bool = False) -> dict[str, np.ndarray]:
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def queue_message(place: int, what: str) -> str:
+    """What a session waiting for a model slot is told (``place`` 1: next)."""
+    return (f"⏳ The server is busy: {MODEL_GATE.slots} model run"
+            f"{'s' if MODEL_GATE.slots > 1 else ''} at a time, all taken. You are "
+            f"**{_ordinal(place)} in the queue** for {what}; it starts by itself when a slot "
+            "frees (nothing is lost by waiting).")
+
+
+@contextmanager
+def model_slot(what: str = "the models") -> Iterator[None]:
+    """Hold one of the server's model slots (:data:`cxr_dash.concurrency.MODEL_GATE`) for
+    the block; while queued, the page says where this session stands."""
+    box = st.empty()
+    try:
+        with MODEL_GATE.slot(on_wait=lambda place: box.info(queue_message(place, what))):
+            box.empty()
+            yield
+    finally:
+        box.empty()
+
+
+def gated(call: Callable[[], T], what: str) -> T:
+    """``call()``, a cached function that takes a model slot inside without waiting
+    (``MODEL_GATE.slot(wait=False)``): a cached result costs no slot and never queues;
+    a computation that finds every slot taken waits in the queue, here, outside the cache
+    (whose recorded page elements would be replayed on every later hit)."""
+    try:
+        return call()
+    except GateBusy:
+        pass
+    with model_slot(what):
+        return call()
+
+
+def segment(model_key: str, image_key: str, seg, pixels, tta: bool = False) -> dict[str, np.ndarray]:
     """Raw probability maps at working resolution (the threshold is a slider, and
     heatmaps show what the models output); cached per (model set, image, TTA).
     Uniform borders are cropped, or kept, in *Image corrections* (``corrected``), which
     every view follows: ``predict`` must not crop them behind its back."""
-    return _seg.predict(_pixels, tta=tta, one_piece_at=None, trim_borders=False)
+    return gated(lambda: _segment(model_key, image_key, seg, pixels, tta), "segmenting this image")
+
+
+@st.cache_data(max_entries=16, show_spinner="Segmenting five regions…")
+def _segment(model_key: str, image_key: str, _seg, _pixels, tta: bool = False) -> dict[str, np.ndarray]:
+    with MODEL_GATE.slot(wait=False):
+        return _seg.predict(_pixels, tta=tta, one_piece_at=None, trim_borders=False)
+
+
+def segment_small(model_key: str, image_key: str, seg, pixels) -> dict[str, np.ndarray]:
+    """Probability maps at each model's input size (explanations start from these)."""
+    return gated(lambda: _segment_small(model_key, image_key, seg, pixels), "the explanations")
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def segment_small(model_key: str, image_key: str, _seg, _pixels) -> dict[str, np.ndarray]:
-    """Probability maps at each model's input size (explanations start from these)."""
-    return _seg.predict_at_input_size(_pixels)
+def _segment_small(model_key: str, image_key: str, _seg, _pixels) -> dict[str, np.ndarray]:
+    with MODEL_GATE.slot(wait=False):
+        return _seg.predict_at_input_size(_pixels)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -132,15 +191,27 @@ def masks_for(model_key: str, image_key: str, threshold: float, largest_only: bo
     return _seg.masks(_probs, threshold, largest_only)
 
 
+def quality_for(model_key: str, image_key: str, seg, pixels, probs) -> dict[str, float | None]:
+    """Each region's estimated Jaccard (one perturbed pass per model), once per image."""
+    return gated(lambda: _quality_for(model_key, image_key, seg, pixels, probs),
+                 "estimating the masks' quality")
+
+
+@st.cache_data(max_entries=16, show_spinner="Estimating each mask's quality…")
+def _quality_for(model_key: str, image_key: str, _seg, _pixels, _probs) -> dict[str, float | None]:
+    with MODEL_GATE.slot(wait=False):
+        return _seg.estimate_quality(_pixels, _probs)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def measurements_for(model_key: str, image_key: str, threshold: float, spacing_mm: float | None,
-                     _probs, _masks, _truth) -> list[dict]:
-    """Areas, confidence and (with ground truth) contour distances: distance
+                     _probs, _masks, _truth, _quality=None, warning_threshold=None) -> list[dict]:
+    """Areas, estimated Jaccard and (with ground truth) contour distances: distance
     transforms at 1024 px, so computed once per threshold and pixel spacing,
     not per slider move."""
     from cxr_dash.report import region_measurements
 
-    return region_measurements(_probs, _masks, spacing_mm, _truth)
+    return region_measurements(_probs, _masks, spacing_mm, _truth, _quality, warning_threshold)
 
 
 @st.cache_data(max_entries=8, show_spinner="Preparing the files…")
@@ -252,14 +323,27 @@ def handle_upload(uploaded) -> None:
     st.session_state["chosen_input"] = origin
     if uploaded is None or st.session_state.get("upload_id") == uploaded.file_id:
         return
-    st.session_state["upload_id"] = uploaded.file_id
     try:
-        st.session_state["upload_image"] = image_from_upload(uploaded.name, uploaded.getvalue())
+        # Decoding a large radiograph holds a few hundred MB for a second: it takes a slot
+        # like a model run, so that many uploads at once queue instead of adding up.
+        with model_slot("reading the upload"):
+            image = image_from_upload(uploaded.name, uploaded.getvalue())
+        st.session_state["upload_image"] = image
         st.session_state.pop("input_error", None)     # an earlier failure is history now
     except ImageReadError as exc:
         remember_error(str(exc), origin)
     except MemoryError:
-        remember_error(f"{uploaded.name}: the image is too large to process in memory.", origin)
+        log.warning("%s: out of memory while decoding", uploaded.name, exc_info=True)
+        remember_error(f"{uploaded.name}: the image is too large to process in memory on this "
+                       "server now; downsample it, or try again later.", origin)
+    except Exception:      # a decoder's bug must not show its traceback, nor lose the page
+        log.exception("%s: unexpected error while decoding the upload", uploaded.name)
+        remember_error(f"{uploaded.name}: the file could not be read (an unexpected error, "
+                       "recorded in the server's log). Export it again as PNG or DICOM; if "
+                       "that fails too, report it with the file.", origin)
+    # Marked as handled only now: a rerun that interrupts the wait for a slot (a slider
+    # moved meanwhile) decodes it on the next run instead of forgetting it.
+    st.session_state["upload_id"] = uploaded.file_id
 
 
 def handle_case(ds: SCRDataset, case_id: str | None) -> None:

@@ -33,9 +33,10 @@ def render(ctx: Context) -> None:
     key = (ctx.model_key, limit)
     if st.button("Evaluate", type="primary", key="eval_run"):
         bar = st.progress(0.0, text="Scoring…")
-        store[key] = evaluate_segmenter(
-            seg, ds, {r: cases[: limit or None] for r, cases in selection.items()},
-            progress=lambda i, n, case: bar.progress(i / n, text=f"{case} ({i} of {n})"))
+        with state.model_slot("the dataset evaluation"):
+            store[key] = evaluate_segmenter(
+                seg, ds, {r: cases[: limit or None] for r, cases in selection.items()},
+                progress=lambda i, n, case: bar.progress(i / n, text=f"{case} ({i} of {n})"))
         bar.empty()
     rows = store.get(key)
     if rows is None:
@@ -46,9 +47,14 @@ def render(ctx: Context) -> None:
 
 
 def _caption(seg, selection: dict[str, list[str]]) -> None:
+    every = [r for r, cases in selection.items() if not cases]
+    if every:
+        st.caption(", ".join(REGIONS[r].display_name for r in every) + ": trained on every case "
+                   "here, so none is held out; their held-out figures come from the same recipe "
+                   "trained on one fold (*Model set*, column *held out how*).")
     st.caption(
         "Each region's model on the cases of `CXR_DATA_DIR` it did not train on ("
-        + ", ".join(f"{REGIONS[r].display_name.lower()} {len(c)}" for r, c in selection.items())
+        + ", ".join(f"{REGIONS[r].display_name.lower()} {len(c)}" for r, c in selection.items() if c)
         + "): Jaccard, Dice and contour distances at the masks' resolution, threshold 0.5, largest "
         f"component, test-time augmentation {'on' if seg.default_tta else 'off'} (the set's default). "
         f"The same figures as `python -m cxr_dash.evaluate --models {seg.model_dir}`; about a second "

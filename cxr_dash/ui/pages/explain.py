@@ -43,8 +43,10 @@ def _explanations(ctx: Context, small: dict[str, np.ndarray]) -> None:
         bar = st.progress(0.0, text="Explaining…")
         for i, region in enumerate(chosen):
             if results.get(key_of(region)) is None:
-                results.keep(key_of(region), explain(ctx.seg, ctx.image.pixels, region, method, layer,
-                                                     ctx.settings.threshold, prob=small[region], **params))
+                with state.model_slot(f"the {REGIONS[region].display_name.lower()} explanation"):
+                    result = explain(ctx.seg, ctx.image.pixels, region, method, layer,
+                                     ctx.settings.threshold, prob=small[region], **params)
+                results.keep(key_of(region), result)
             bar.progress((i + 1) / len(chosen), text=f"{REGIONS[region].display_name} done")
         bar.empty()
     done = [result for r in chosen if (result := results.get(key_of(r))) is not None]
@@ -96,11 +98,13 @@ def _occlusion(ctx: Context, small: dict[str, np.ndarray]) -> None:
                     (patch, stride, baseline, ctx.settings.threshold))
     if st.button("Run occlusion"):
         bar = st.progress(0.0, text="Occluding…")
-        results.keep(key, occlusion_sensitivity(
-            model_predictor(ctx.seg.model(region)), ctx.seg.prepare(ctx.image.pixels, region),
-            small[region] >= ctx.settings.threshold, patch, stride, baseline,
-            progress=lambda done, total: bar.progress(done / total, text=f"{done}/{total} patches"),
-            region=region, view=ctx.seg.view(region)))
+        with state.model_slot("occlusion sensitivity"):
+            results.keep(key, occlusion_sensitivity(
+                model_predictor(ctx.seg.model(region)), ctx.seg.prepare(ctx.image.pixels, region),
+                small[region] >= ctx.settings.threshold, patch, stride, baseline,
+                progress=lambda done, total: bar.progress(done / total,
+                                                          text=f"{done}/{total} patches"),
+                region=region, view=ctx.seg.view(region)))
         bar.empty()
     if (result := results.get(key)) is not None:
         _show_occlusion(ctx, result, small[region] >= ctx.settings.threshold)
