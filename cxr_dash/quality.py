@@ -86,10 +86,9 @@ def plausibility_warnings(image: np.ndarray, masks: dict[str, np.ndarray],
         if bright_lungs:
             warnings.append("The predicted lung fields are brighter than their surroundings: "
                             "the image may be inverted (lungs should be dark, bone bright).")
-    if probs is not None and lungs:
-        conf = [float(probs[r][masks[r]].mean()) for r in lungs if masks[r].any()]
-        if conf and min(conf) < 0.7:
-            warnings.append(f"The lung models are unsure (mean confidence {min(conf):.2f}).")
+    # No "mean confidence" check: the mean probability inside a thresholded mask is high
+    # by construction; how far to trust a mask is the estimated Jaccard's job
+    # (quality_estimate), which the app shows beside every region.
     if warnings:
         warnings.append("Check that this is a frontal (PA/AP) chest radiograph in display orientation.")
     return warnings

@@ -32,8 +32,12 @@ from .quality_estimate import (FEATURES, QualityModel, feature_table, fit_ridge,
                                perturbed_probabilities, region_statistics)
 
 POOR = 0.85          # "real Jaccard < 0.85": what the warning should catch
+# Severe ones (a mask lost or halved) and mild ones, the kind another hospital's export
+# brings (a mask off by a few percent): the estimate must rank both.
 DEGRADATIONS = ("squash", "crop_top", "zoom_out", "rotate", "blur", "noise", "gamma_low",
-                "gamma_high", "invert", "lungs_black", "dense_patch", "low_resolution")
+                "gamma_high", "invert", "lungs_black", "dense_patch", "low_resolution",
+                "squash_mild", "crop_side", "zoom_out_grey", "export", "consolidation",
+                "low_contrast")
 
 
 def _resize_all(image, masks, shape):
@@ -88,6 +92,34 @@ def degrade(kind: str, image: np.ndarray, masks: dict, rng: np.random.Generator)
         cv2.ellipse(out, (int(xs[i]), int(ys[i])), (int(w * rng.uniform(0.08, 0.2)),
                     int(h * rng.uniform(0.1, 0.25))), 0, 0, 360, float(np.percentile(unit, 98)), -1)
         return out, masks
+    if kind == "squash_mild":
+        return _resize_all(img, masks, (int(h * rng.uniform(0.7, 0.85)), w))
+    if kind == "crop_side":
+        cut = int(w * rng.uniform(0.08, 0.22))
+        keep = slice(cut, None) if rng.uniform() < 0.5 else slice(None, w - cut)
+        return img[:, keep], {r: m[:, keep] for r, m in masks.items()}
+    if kind == "zoom_out_grey":
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-8, 8), rng.uniform(0.6, 0.85))
+        level = float(np.percentile(img, rng.uniform(30, 70)))
+        out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=level)
+        return out, _warp_all(img, masks, m)[1]
+    if kind == "export":     # another tone curve and edge enhancement
+        sharp = unit + rng.uniform(1.0, 2.5) * (unit - cv2.GaussianBlur(unit, (0, 0), w * 0.006))
+        return np.clip(sharp, 0, 1) ** rng.uniform(0.6, 1.6), masks
+    if kind == "consolidation":
+        lung = masks["left_lung"] if rng.uniform() < 0.5 else masks["right_lung"]
+        ys, xs = np.nonzero(lung)
+        i = rng.integers(len(ys))
+        patch = np.zeros_like(unit)
+        cv2.ellipse(patch, (int(xs[i]), int(ys[i])), (int(w * rng.uniform(0.06, 0.14)),
+                    int(h * rng.uniform(0.08, 0.2))), 0, 0, 360, 1.0, -1)
+        patch = cv2.GaussianBlur(patch, (0, 0), w * 0.03) * lung
+        texture = cv2.GaussianBlur(rng.uniform(0.6, 1.4, unit.shape).astype(np.float32), (0, 0), w / 100)
+        return unit + patch * texture * rng.uniform(0.4, 0.9) * (1 - unit), masks
+    if kind == "low_contrast":
+        flat = 0.3 + unit * rng.uniform(0.25, 0.5)
+        ok, buf = cv2.imencode(".jpg", np.uint8(flat * 255), [cv2.IMWRITE_JPEG_QUALITY, 30])
+        return cv2.imdecode(buf, 0).astype(np.float32), masks
     if kind == "low_resolution":
         small = cv2.resize(unit, (96, 96), interpolation=cv2.INTER_AREA)
         ok, buf = cv2.imencode(".jpg", np.uint8(np.clip(small, 0, 1) * 255), [cv2.IMWRITE_JPEG_QUALITY, 10])

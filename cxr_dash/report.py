@@ -16,17 +16,27 @@ from .regions import REGIONS
 
 def region_measurements(probs: dict[str, np.ndarray], masks: dict[str, np.ndarray],
                         spacing_mm: float | None = None,
-                        truth: dict[str, np.ndarray] | None = None) -> list[dict]:
-    """One row per region: area, mean confidence and, with ground truth, the overlap metrics
+                        truth: dict[str, np.ndarray] | None = None,
+                        quality: dict[str, float | None] | None = None,
+                        warning_threshold: float | None = None) -> list[dict]:
+    """One row per region: area, the estimated Jaccard (``quality``, from
+    :meth:`~cxr_dash.inference.Segmenter.estimate_quality`) and whether it falls under
+    ``warning_threshold``, and, with ground truth, the overlap metrics
     (:func:`~cxr_dash.metrics.all_metrics`: Jaccard, Dice, contour distances, and the
-    ground truth missed and the area added, as fractions of the ground truth)."""
+    ground truth missed and the area added, as fractions of the ground truth).
+
+    No mean probability inside the mask: it is high by construction, whatever the
+    mask is worth, and read as a confidence it misleads."""
     rows = []
     for region, mask in masks.items():
         n = int(mask.sum())
+        estimate = (quality or {}).get(region)
         row = {"region": region, "name": REGIONS[region].display_name, "area_px": n,
                "area_cm2": round(n * spacing_mm ** 2 / 100, 2) if spacing_mm else None,
                "area_fraction": round(float(mask.mean()), 4),
-               "mean_confidence": round(float(probs[region][mask].mean()), 4) if n else None}
+               "estimated_jaccard": None if estimate is None else round(float(estimate), 3),
+               "quality_warning": (None if estimate is None or warning_threshold is None
+                                   else bool(estimate < warning_threshold))}
         if truth is not None and region in truth:
             t = truth[region]
             if t.shape != mask.shape:

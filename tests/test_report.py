@@ -17,19 +17,22 @@ def _example():
     masks = {"heart": heart, "left_lung": np.zeros((64, 64), bool)}     # nothing predicted
     probs = {"heart": heart * 0.9 + 0.05, "left_lung": np.full((64, 64), 0.1)}
     truth = {"heart": heart, "left_lung": heart}
-    return masks, probs, region_measurements(probs, masks, 0.35, truth)
+    return masks, probs, region_measurements(probs, masks, 0.35, truth,
+                                             {"heart": 0.93, "left_lung": 0.41}, 0.85)
 
 
 def test_metrics_json_is_strict_json_with_null_where_a_metric_is_undefined():
     masks, probs, rows = _example()
     assert rows[0]["area_px"] == 400 and rows[0]["area_cm2"] == round(400 * 0.35 ** 2 / 100, 2)
-    assert rows[0]["jaccard"] == 1.0 and rows[0]["mean_confidence"] == 0.95
+    assert rows[0]["jaccard"] == 1.0 and rows[0]["estimated_jaccard"] == 0.93
+    assert rows[0]["quality_warning"] is False and rows[1]["quality_warning"] is True
+    assert "mean_confidence" not in rows[0]          # not a trust signal
     def refuse(token):
         raise ValueError(f"not JSON: {token}")
     parsed = json.loads(rows_json(rows, image="x.png", threshold=0.5), parse_constant=refuse)
     lung = parsed["regions"][1]
     assert lung["jaccard"] == 0.0 and lung["mean_contour_distance_mm"] is None
-    assert lung["mean_confidence"] is None and parsed["image"] == "x.png"
+    assert lung["estimated_jaccard"] == 0.41 and parsed["image"] == "x.png"
 
 
 def test_csv_has_one_row_per_region_and_every_column():

@@ -72,6 +72,22 @@ class Context:
         """The radiograph as shown: the sidebar's display window (and CLAHE) applied."""
         return display_rgb(self.image.pixels, self.settings.window, self.settings.local_contrast)
 
+    def quality(self) -> dict[str, float | None]:
+        """{region: estimated Jaccard} of this image's masks (None: the set has no estimate)."""
+        return state.quality_for(self.results_key, self.image.key, self.seg, self.image.pixels,
+                                 self.probs)
+
+    @property
+    def warning_threshold(self) -> float | None:
+        model = self.seg.quality_model
+        return None if model is None else model.warning_threshold
+
+    def doubtful_regions(self) -> list[str]:
+        """Regions whose estimated Jaccard falls under the set's validated threshold."""
+        t = self.warning_threshold
+        return [r for r, q in self.quality().items() if t is not None and q is not None and q < t]
+
     def measurements(self) -> list[dict]:
         return state.measurements_for(self.results_key, self.image.key, self.settings.threshold,
-                                      self.image.spacing_mm, self.probs, self.masks, self.image.truth)
+                                      self.image.spacing_mm, self.probs, self.masks, self.image.truth,
+                                      self.quality(), self.warning_threshold)

@@ -58,3 +58,17 @@ def image_warnings(ctx: Context) -> None:
         st.warning(f"**Grey scale clipped?** {warning}" + (
             " This file's display window can be ignored under *Image corrections* in the sidebar."
             if image.unwindowed is not None else ""))
+
+
+def quality_warning(ctx: Context) -> None:
+    """A warning naming the regions whose estimated Jaccard falls under the set's
+    validated threshold: their masks are likely poor on this image."""
+    doubtful = ctx.doubtful_regions()
+    if not doubtful:
+        return
+    quality = ctx.quality()
+    names = ", ".join(f"{REGIONS[r].display_name.lower()} ({quality[r]:.2f})" for r in doubtful)
+    st.warning(f"**Likely poor masks:** {names}. Their estimated Jaccard is under "
+               f"{ctx.warning_threshold:.2f}, where masks on held-out SCR cases and degraded copies "
+               "of them mostly scored under 0.85 against the manual outline. Check them against the "
+               "image before using their measurements.")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from cxr_dash.quality_estimate import EXPLANATION
 from cxr_dash.regions import REGIONS, hex_colour
 from cxr_dash.render import (EXTRA_COLOUR, MISSED_COLOUR, colormap, outline_box, overlay_errors,
                              overlay_masks, zoom_box)
 
 from ..context import Context
-from ..widgets import chip, colour_chip, truth_outlines
+from ..widgets import chip, colour_chip, quality_warning, truth_outlines
 
 
 def render(ctx: Context) -> None:
@@ -39,9 +40,10 @@ def render(ctx: Context) -> None:
 
 
 def _captions(ctx: Context) -> None:
+    quality_warning(ctx)
     """What the page shows; which models trained on this case; which see part of the image."""
     st.caption("Each region model on its own: mask overlay, probability map (hover for values), "
-               "area and mean confidence inside the mask" +
+               "area and estimated Jaccard" +
                ("; against the ground truth: Jaccard, Dice, mean contour distance."
                 if ctx.image.truth else "."))
     trained = ctx.seg.regions_trained_on(ctx.image.case_id) if ctx.image.case_id else []
@@ -78,8 +80,11 @@ def _region_metrics(row: dict, errors: bool) -> None:
     area = (f"{row['area_cm2']:.2f} cm²" if row["area_cm2"] is not None
             else f"{row['area_px']:,} px")
     st.metric("Area", area)
-    st.metric("Mean confidence", "—" if row["mean_confidence"] is None
-              else f"{row['mean_confidence']:.3f}")
+    estimate = row.get("estimated_jaccard")
+    st.metric("Estimated Jaccard", "—" if estimate is None else f"{estimate:.2f}",
+              help=EXPLANATION)
+    if row.get("quality_warning"):
+        st.caption(":warning: likely a poor mask: check it against the image")
     if "jaccard" not in row:
         return
     st.metric("Jaccard", f"{row['jaccard']:.3f}")

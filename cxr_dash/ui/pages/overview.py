@@ -1,16 +1,17 @@
-"""Overview: every region's mask over the radiograph, with its area and confidence
+"""Overview: every region's mask over the radiograph, with its area and estimated Jaccard
 (and, for a dataset case, its scores against the ground truth)."""
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
+from cxr_dash.quality_estimate import EXPLANATION
 from cxr_dash.regions import REGIONS
 from cxr_dash.render import overlay_masks
 from cxr_dash.report import png_bytes
 
 from ..context import Context
-from ..widgets import colour_chip, truth_outlines
+from ..widgets import colour_chip, quality_warning, truth_outlines
 
 # Readable headers and fixed decimals for the measurement keys of ``Context.measurements``.
 MEASUREMENT_COLUMNS = {
@@ -18,8 +19,8 @@ MEASUREMENT_COLUMNS = {
     "area_cm2": st.column_config.NumberColumn("Area (cm²)", format="%.2f"),
     "area_px": st.column_config.NumberColumn("Area (px)", format="%d"),
     # Short headers, the words in their help: with ground truth six columns share half the page.
-    "mean_confidence": st.column_config.NumberColumn(
-        "Confidence", format="%.3f", help="Mean probability inside the mask"),
+    "estimated_jaccard": st.column_config.NumberColumn(
+        "Est. Jaccard", format="%.2f", help=EXPLANATION),
     "jaccard": st.column_config.NumberColumn("Jaccard", format="%.3f"),
     "dice": st.column_config.NumberColumn("Dice", format="%.3f"),
     "mean_contour_distance_mm": st.column_config.NumberColumn(
@@ -60,11 +61,13 @@ def _measurements(ctx: Context, visible: list[str]) -> None:
     st.markdown("<br>".join(colour_chip(r) for r in visible) or "No region shown "
                 "(sidebar: Regions shown).", unsafe_allow_html=True)
     rows = [r for r in ctx.measurements() if r["region"] in visible]
-    cols = ["name", "area_cm2" if ctx.image.spacing_mm else "area_px", "mean_confidence"]
+    cols = ["name", "area_cm2" if ctx.image.spacing_mm else "area_px", "estimated_jaccard"]
     if ctx.image.truth:
         cols += ["jaccard", "dice", "mean_contour_distance_mm"]
     st.dataframe([{k: r.get(k) for k in cols} for r in rows], hide_index=True,
                  column_config={k: MEASUREMENT_COLUMNS[k] for k in cols})
+    st.caption(EXPLANATION)
+    quality_warning(ctx)
     if not ctx.image.spacing_mm:
         st.caption("Pixel spacing unknown for this file: areas in pixels "
                    "(enter it in the sidebar if you know it).")
