@@ -12,7 +12,7 @@ from cxr_dash.errors import ImageReadError
 from cxr_dash.ui import sidebar, state, widgets
 from cxr_dash.ui.context import Context
 from cxr_dash.ui.pages import (compare, dataset_evaluation, downloads, explain, model_card, overview,
-                               playback, position, search)
+                               playback, position, search, statistics)
 
 NOTICE = ("**Research use only — not for diagnosis.** Uploaded images are processed in memory "
           "and never stored.")
@@ -21,6 +21,7 @@ NOTICE = ("**Research use only — not for diagnosis.** Uploaded images are proc
 IMAGE_PAGES = {
     "Overview": overview.render,
     "Compare regions": compare.render,
+    "Statistics": statistics.render,
     "Explain": explain.render,
     "Position or anatomy?": position.render,
     "Downloads": downloads.render,
@@ -51,6 +52,8 @@ def main() -> None:
     elif image is None:
         st.info("Upload a frontal chest radiograph (PNG, JPEG, 16-bit PNG, DICOM or JSRT .IMG) "
                 "in the sidebar" + (", or pick a dataset case." if state.dataset() else "."))
+    elif (problem := state.models_ready(seg)) is not None:   # loading: a progress bar
+        st.error(problem)
     else:
         try:
             ctx = Context.for_image(seg, settings, image, tta)

@@ -16,11 +16,11 @@ __all__ = ["load_segmenter", "Segmenter", "ImageReadError", "ModelSetError", "RE
            "REGION_KEYS", "get_region", "read_image"]
 
 
-def load_segmenter(model_dir=None, regions=None, warm_up=True):
+def load_segmenter(model_dir=None, regions=None, warm_up=True, engine=None):
     """Load a trained model set; see :func:`cxr_dash.inference.load_segmenter`."""
     from .inference import load_segmenter as _load
 
-    return _load(model_dir, regions, warm_up=warm_up)
+    return _load(model_dir, regions, warm_up=warm_up, engine=engine)
 
 
 def __getattr__(name):

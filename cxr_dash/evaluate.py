@@ -179,6 +179,76 @@ def external_main(parser: argparse.ArgumentParser, args) -> int:
     return 0
 
 
+def _chosen_regions(seg: Segmenter, args) -> list[str]:
+    return [r for r in seg.regions if args.region is None or r in set(args.region)]
+
+
+def _note_selection(selection: dict[str, int], seg: Segmenter,
+                    cases_by_region: dict[str, list[str]]) -> None:
+    """Count, per region, the scored cases its kept epoch was chosen on."""
+    for r, cases in cases_by_region.items():
+        n = len(checkpoint_chosen_on(seg.entry(r), cases))
+        if n:
+            selection[r] = selection.get(r, 0) + n
+
+
+def _score_twofold(parser, args, dataset, folds, tta, selection):
+    """The two fold models, each on the fold it did not train on, pooled."""
+    rows: dict[str, list[dict]] = {}
+    for model_dir, test_fold in zip(args.twofold, ("even", "odd")):
+        seg = model_set_or_exit(parser, model_dir)
+        cases = folds[test_fold][: args.limit or None]
+        by_region = {r: cases for r in _chosen_regions(seg, args)}
+        _note_selection(selection, seg, by_region)
+        part = evaluate_segmenter(seg, dataset, by_region, args.threshold, progress_bar, tta)
+        used_tta = seg.default_tta if tta is None else tta
+        for r, rs in part.items():
+            rows.setdefault(r, []).extend(rs)
+    return rows, "SCR two-fold (odd/even), pooled", list(args.twofold), used_tta, None
+
+
+def _score_one_set(parser, args, dataset, available, folds, tta, selection):
+    """One model set on the cases ``--cases`` / ``--heldout-of`` name."""
+    model_dir = args.models or str(Path(__file__).resolve().parent.parent / "weights")
+    seg = model_set_or_exit(parser, model_dir)
+    regions = _chosen_regions(seg, args)
+    if args.heldout_of:
+        try:
+            other = read_manifest(args.heldout_of)["regions"]
+        except ModelSetError as exc:
+            parser.error(str(exc))
+        cases_by_region = {r: heldout_cases(other[r], available)[: args.limit or None]
+                           for r in regions if r in other}
+    elif args.cases == "heldout":
+        cases_by_region = heldout_by_region(seg, available, regions, args.limit)
+    else:
+        chosen = available if args.cases == "all" else folds[args.cases]
+        cases_by_region = {r: chosen[: args.limit or None] for r in regions}
+    _note_selection(selection, seg, cases_by_region)
+    rows = evaluate_segmenter(seg, dataset, cases_by_region, args.threshold, progress_bar, tta)
+    used_tta = seg.default_tta if tta is None else tta
+    protocol = (f"cases held out by {args.heldout_of}" if args.heldout_of
+                else f"cases: {args.cases}")
+    return rows, protocol, [model_dir], used_tta, seg
+
+
+def _selection_caution(selection: dict[str, int]) -> str:
+    return "\n".join(
+        f"Caution: the {get_region(r).display_name.lower()} model kept its epoch of best "
+        f"validation IoU, chosen on {n} of the cases scored here: those are not unseen, and "
+        "its figures are optimistic." for r, n in selection.items()) + "\n"
+
+
+def _record_in_manifest(seg: Segmenter, model_dir: str, summary, protocol, used_tta) -> None:
+    for region, s in summary.items():
+        metrics = dict(seg.entry(region).get("metrics", {}))
+        metrics["heldout_1024"] = {"protocol": protocol, "n": s["jaccard"]["n"],
+                                   "test_time_augmentation": used_tta,
+                                   **{k: {"mean": s[k]["mean"], "sd": s[k]["sd"]}
+                                      for k in METRIC_KEYS + ("jaccard_raw",)}}
+        update_region(model_dir, region, {"metrics": metrics})
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -189,51 +259,13 @@ def main(argv=None) -> int:
     folds = scr.split_folds(available)
     t0 = time.time()
     tta = {"set": None, "on": True, "off": False}[args.tta]
-    chosen_regions = None if args.region is None else set(args.region)
-
-    def regions_of(seg: Segmenter) -> list[str]:
-        return [r for r in seg.regions if chosen_regions is None or r in chosen_regions]
-    selection: dict[str, int] = {}    # region -> scored cases its kept epoch was chosen on
-
-    def note_selection(seg: Segmenter, cases_by_region: dict[str, list[str]]) -> None:
-        for r, cases in cases_by_region.items():
-            n = len(checkpoint_chosen_on(seg.entry(r), cases))
-            if n:
-                selection[r] = selection.get(r, 0) + n
+    selection: dict[str, int] = {}
     if args.twofold:
-        rows: dict[str, list[dict]] = {}
-        for model_dir, test_fold in zip(args.twofold, ("even", "odd")):
-            seg = model_set_or_exit(parser, model_dir)
-            cases = folds[test_fold][: args.limit or None]
-            note_selection(seg, {r: cases for r in regions_of(seg)})
-            part = evaluate_segmenter(seg, dataset, {r: cases for r in regions_of(seg)},
-                                      args.threshold, progress_bar, tta)
-            used_tta = seg.default_tta if tta is None else tta
-            for r, rs in part.items():
-                rows.setdefault(r, []).extend(rs)
-        protocol = "SCR two-fold (odd/even), pooled"
-        model_dirs = list(args.twofold)
+        rows, protocol, model_dirs, used_tta, seg = _score_twofold(
+            parser, args, dataset, folds, tta, selection)
     else:
-        model_dir = args.models or str(Path(__file__).resolve().parent.parent / "weights")
-        seg = model_set_or_exit(parser, model_dir)
-        if args.heldout_of:
-            try:
-                other = read_manifest(args.heldout_of)["regions"]
-            except ModelSetError as exc:
-                parser.error(str(exc))
-            cases_by_region = {r: heldout_cases(other[r], available)[: args.limit or None]
-                               for r in regions_of(seg) if r in other}
-        elif args.cases == "heldout":
-            cases_by_region = heldout_by_region(seg, available, regions_of(seg), args.limit)
-        else:
-            chosen = available if args.cases == "all" else folds[args.cases]
-            cases_by_region = {r: chosen[: args.limit or None] for r in regions_of(seg)}
-        note_selection(seg, cases_by_region)
-        rows = evaluate_segmenter(seg, dataset, cases_by_region, args.threshold, progress_bar, tta)
-        used_tta = seg.default_tta if tta is None else tta
-        protocol = (f"cases held out by {args.heldout_of}" if args.heldout_of
-                    else f"cases: {args.cases}")
-        model_dirs = [model_dir]
+        rows, protocol, model_dirs, used_tta, seg = _score_one_set(
+            parser, args, dataset, available, folds, tta, selection)
     summary = summarise_rows(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -247,21 +279,11 @@ def main(argv=None) -> int:
     table = markdown_table(summary, f"{protocol} — {', '.join(model_dirs)}"
                                     f"{' — test-time augmentation' if used_tta else ''}")
     if selection:
-        table += "\n" + "\n".join(
-            f"Caution: the {get_region(r).display_name.lower()} model kept its epoch of best "
-            f"validation IoU, chosen on {n} of the cases scored here: those are not unseen, and "
-            "its figures are optimistic." for r, n in selection.items()) + "\n"
+        table += "\n" + _selection_caution(selection)
     (out / "evaluation.md").write_text(table)
     print(table)
     if args.update_manifest and not args.twofold:
-        for region, s in summary.items():
-            entry = seg.entry(region)
-            metrics = dict(entry.get("metrics", {}))
-            metrics["heldout_1024"] = {"protocol": protocol, "n": s["jaccard"]["n"],
-                                       "test_time_augmentation": used_tta,
-                                       **{k: {"mean": s[k]["mean"], "sd": s[k]["sd"]}
-                                          for k in METRIC_KEYS + ("jaccard_raw",)}}
-            update_region(model_dir, region, {"metrics": metrics})
+        _record_in_manifest(seg, model_dirs[0], summary, protocol, used_tta)
     return 0
 
 

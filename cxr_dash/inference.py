@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -21,6 +24,8 @@ from .metrics import fill_holes, largest_component
 from .preprocess import (FieldOfView, check_intensity, content_box, prepare_input, resize_mask,
                          upsample_probability)
 from .regions import REGION_KEYS
+
+log = logging.getLogger(__name__)
 
 
 # Test-time augmentation: the image sampled on four model grids shifted by a
@@ -107,10 +112,19 @@ def one_piece(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
 
 
 class Segmenter:
-    """A loaded model set: one ResNet34 U-Net per region, described by a manifest."""
+    """A model set: one ResNet34 U-Net per region, described by a manifest.
 
-    def __init__(self, model_dir: str | os.PathLike = DEFAULT_MODEL_DIR, regions=None):
-        from .model import build_unet, load_compact
+    Constructing one reads the manifest only. Each region's forward pass is
+    prepared on first use, or all at once by :meth:`load` (or in the
+    background, :meth:`start_loading`), on the set's ``engine``
+    (:mod:`cxr_dash.engine`: OpenVINO when installed, else Keras). The Keras
+    model itself, which the gradient explanations need, is built only when
+    :meth:`model` is first asked for it.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike = DEFAULT_MODEL_DIR, regions=None,
+                 engine: str | None = None):
+        from .engine import ENGINES, default_engine
 
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
@@ -122,22 +136,18 @@ class Segmenter:
         self.regions: tuple[str, ...] = tuple(r for r in REGION_KEYS if r in available and r in wanted)
         if not self.regions:
             raise ModelSetError(f"{self.model_dir} has no model for {', '.join(wanted)}")
-        self._models = {}
-        for region in self.regions:
-            path, size = self._checked_entry(region)
-            model = build_unet(size)
-            try:
-                load_compact(model, path)
-            except MemoryError:
-                raise
-            except Exception as exc:
-                # A truncated or damaged .npz raises whatever numpy / zipfile meets
-                # first (BadZipFile, EOFError, zlib.error, ValueError, ...).
-                raise ModelSetError(
-                    f"{path}: the {region} weights cannot be loaded ({type(exc).__name__}: "
-                    f"{exc}). The file is truncated, corrupt or from another architecture; "
-                    "copy it again or retrain the region.") from None
-            self._models[region] = model
+        self.engine = engine or default_engine()
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        self._weights = {region: self._checked_entry(region)[0] for region in self.regions}
+        self._runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+        self._models = {}                    # Keras models, built when first asked for
+        self._locks = {r: threading.Lock() for r in self.regions}
+        self._keras_locks = {r: threading.Lock() for r in self.regions}
+        self._loading: Loading | None = None
+        self._loading_lock = threading.Lock()
+        # Regions served by Keras although the set's engine is another: {region: why}.
+        self.fallbacks: dict[str, str] = {}
 
     def _checked_entry(self, region: str) -> tuple[Path, int]:
         """(weights file, input size) of a region's manifest entry, or ModelSetError
@@ -173,19 +183,89 @@ class Segmenter:
                                 f"version knows ({exc}); update cxr-dash or retrain.") from None
         return path, size
 
-    def warm_up(self) -> "Segmenter":
-        """One dummy prediction per model: graph tracing (seconds on a CPU) is paid
-        here, at load time, not by the first image a user uploads."""
+    def load(self, regions=None, progress: Callable[[int, int, str], None] | None = None) -> "Segmenter":
+        """Prepare the forward pass of every region now (converting a model whose
+        weights are new to the engine's cache first). ``progress(done, total, text)``
+        is called before each region. Raises ModelSetError for damaged weights."""
+        regions = tuple(regions or self.regions)
+        for i, region in enumerate(regions):
+            if progress:
+                progress(i, len(regions), f"Loading the {region.replace('_', ' ')} model")
+            self._runner(region, on_convert=(lambda r: progress(
+                i, len(regions), f"Converting the {r.replace('_', ' ')} model for the fast "
+                "engine (once after new weights)")) if progress else None)
+        return self
+
+    def warm_up(self, progress: Callable[[int, int, str], None] | None = None) -> "Segmenter":
+        """:meth:`load`, then one dummy prediction per model at its own input size:
+        Keras' graph tracing or OpenVINO's kernels for that shape (seconds on a CPU)
+        are paid here, not by the first image a user uploads."""
+        self.load(progress=progress)
         # Five models traced in a row trip TensorFlow's "excessive retracing"
         # warning, meant for one function retraced in a loop; here each traces once.
         tf_logger = logging.getLogger("tensorflow")
         level = tf_logger.level
         tf_logger.setLevel(logging.ERROR)
         try:
+            if progress:
+                progress(len(self.regions), len(self.regions) + 1, "Warming up")
             self.predict_at_input_size(np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64))
         finally:
             tf_logger.setLevel(level)
         return self
+
+    def start_loading(self) -> "Loading":
+        """:meth:`warm_up` in a background thread (once); the returned :class:`Loading`
+        says how far it got, and :meth:`Loading.wait` for it."""
+        with self._loading_lock:
+            if self._loading is None:
+                self._loading = Loading(self)
+            return self._loading
+
+    @property
+    def ready(self) -> bool:
+        """Whether every region's forward pass is prepared."""
+        return all(r in self._runners for r in self.regions)
+
+    def forward(self, region: str, batch: np.ndarray) -> np.ndarray:
+        """The region model's probabilities for a batch of its inputs:
+        (N, S, S, 3) float32 -> (N, S, S) float32, on the set's engine. Any N and
+        any S that is a multiple of 32 (the quality estimate's pass runs smaller)."""
+        return self._runner(region)(batch)
+
+    def predictor(self, region: str) -> Callable[[np.ndarray], np.ndarray]:
+        """:meth:`forward` of one region, as occlusion and the deletion test take it."""
+        return lambda batch: self.forward(region, batch)
+
+    def release_memory(self) -> None:
+        """Let the engine free what batched runs (occlusion, Score-CAM) allocated."""
+        for runner in list(self._runners.values()):
+            release = getattr(runner, "release", None)
+            if release:
+                release()
+
+    def _runner(self, region: str, on_convert=None) -> Callable[[np.ndarray], np.ndarray]:
+        runner = self._runners.get(region)
+        if runner is not None:
+            return runner
+        with self._locks[region]:
+            if region not in self._runners:
+                self._runners[region] = self._make_runner(region, on_convert)
+            return self._runners[region]
+
+    def _make_runner(self, region: str, on_convert=None):
+        from .engine import keras_predictor, load_openvino
+
+        if self.engine == "openvino" and region not in self.fallbacks:
+            try:
+                return load_openvino(self._weights[region], region, on_convert=on_convert)
+            except (ModelSetError, MemoryError):
+                raise
+            except Exception as exc:      # not installed, a conversion that failed its check
+                self.fallbacks[region] = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: OpenVINO unavailable (%s); using Keras", region,
+                            self.fallbacks[region])
+        return keras_predictor(self.model(region))
 
     def input_size(self, region: str) -> int:
         return int(self.manifest["regions"][region]["input_size"])
@@ -205,8 +285,19 @@ class Segmenter:
         return self.input_size(region), self.view(region), self.intensity(region)
 
     def model(self, region: str):
-        """The Keras model of one region (explanations need the graph itself)."""
-        return self._models[region]
+        """The Keras model of one region (explanations need the graph itself), built
+        on first use: it costs TensorFlow's import and ~1 s a model."""
+        model = self._models.get(region)
+        if model is not None:
+            return model
+        from .engine import build_keras, trim_heap
+
+        with self._keras_locks[region]:
+            if region not in self._models:
+                self._models[region] = build_keras(self._weights[region], region,
+                                                   self.input_size(region))
+                trim_heap()     # the dequantised copies of the weights, freed, go back
+            return self._models[region]
 
     def entry(self, region: str) -> dict:
         return self.manifest["regions"][region]
@@ -242,8 +333,7 @@ class Segmenter:
             space = self.model_space(region)
             if space not in inputs:  # regions of one model space share their preprocessing
                 inputs[space] = prepare_input(image, *space)[None]
-            y = self._models[region].predict_on_batch(inputs[space])
-            out[region] = np.asarray(y, dtype=np.float32)[0, ..., 0]
+            out[region] = self.forward(region, inputs[space])[0]
         return out
 
     @property
@@ -341,16 +431,54 @@ class Segmenter:
         return {r: to_mask(p, threshold, largest_only) for r, p in probabilities.items()}
 
 
+class Loading:
+    """A model set's :meth:`Segmenter.warm_up` running in a background thread."""
+
+    def __init__(self, segmenter: Segmenter):
+        self.done, self.total, self.text = 0, len(segmenter.regions) + 1, "Loading the models"
+        self.error: BaseException | None = None
+        self.started = time.monotonic()
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(segmenter,), daemon=True,
+                                        name="cxr-dash model loading")
+        self._thread.start()
+
+    def _run(self, segmenter: Segmenter) -> None:
+        def progress(done, total, text):
+            self.done, self.total, self.text = done, total, text
+        try:
+            segmenter.warm_up(progress=progress)
+            self.done, self.text = self.total, "Models ready"
+        except BaseException as exc:     # reported to whoever waits
+            log.exception("loading the model set %s failed", segmenter.model_dir)
+            self.error = exc
+        finally:
+            self._finished.set()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / max(1, self.total))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether loading has finished (successfully or not) within ``timeout`` seconds."""
+        return self._finished.wait(timeout)
+
+
 def load_segmenter(model_dir: str | os.PathLike | None = None, regions=None,
-                   warm_up: bool = True) -> Segmenter:
+                   warm_up: bool = True, engine: str | None = None) -> Segmenter:
     """Load a model set (default: the project's ``weights/``).
 
-    With ``warm_up`` (the default) each model runs once on a dummy image, so
-    the first real :meth:`Segmenter.predict` is as fast as the next ones
-    instead of paying seconds of graph tracing.
+    Every region's forward pass is prepared on ``engine`` (:mod:`cxr_dash.engine`;
+    default OpenVINO where installed, ``CXR_ENGINE`` overrides). With ``warm_up``
+    (the default) each model also runs once on a dummy input, so the first real
+    :meth:`Segmenter.predict` is as fast as the next ones.
 
     Raises :class:`~cxr_dash.errors.ModelSetError` with instructions when
-    none has been trained yet.
+    none has been trained yet, or when a weights file is damaged.
     """
-    segmenter = Segmenter(model_dir or DEFAULT_MODEL_DIR, regions)
-    return segmenter.warm_up() if warm_up else segmenter
+    segmenter = Segmenter(model_dir or DEFAULT_MODEL_DIR, regions, engine)
+    return segmenter.warm_up() if warm_up else segmenter.load()

@@ -31,6 +31,12 @@ class OcclusionResult:
     seconds: float
     region: str | None = None        # the region model occluded, when the caller named it
     view: FieldOfView = FULL_VIEW    # the part of the image the model saw
+    total: int | None = None         # passes of the whole run; more than ``evaluations`` if stopped
+
+    @property
+    def complete(self) -> bool:
+        """False for a run stopped early: its map has the patches computed until then."""
+        return self.total is None or self.evaluations >= self.total
 
     @property
     def heatmap(self) -> np.ndarray:
@@ -44,9 +50,17 @@ class OcclusionResult:
 
     @property
     def download_name(self) -> str:
-        """What its heatmap is called as a file: ``occlusion_heart_patch16_stride16_0.0``."""
-        return (f"occlusion_{self.region or 'region'}_patch{self.patch}_stride{self.stride}"
-                f"_{self.baseline}")
+        """What its heatmap is called as a file, region first, as the masks are:
+        ``heart_occlusion`` (its settings are in :attr:`title`)."""
+        return f"{self.region or 'region'}_occlusion"
+
+    @property
+    def title(self) -> str:
+        """What it is, in words: 'Occlusion, patch 16, stride 16, black patches'."""
+        named = {"mean": "mean-grey", "blur": "blurred", 0.0: "black", 1.0: "white"}
+        fill = named.get(self.baseline, f"grey {self.baseline}")
+        partial = "" if self.complete else f", stopped after {self.evaluations - 1} of {self.total - 1}"
+        return f"Occlusion, patch {self.patch}, stride {self.stride}, {fill} patches{partial}"
 
     def inside_outside(self, region_mask: np.ndarray) -> dict[str, float]:
         """How much of the positive sensitivity lies inside the predicted region."""
@@ -79,6 +93,15 @@ def occlusion_passes(size: int, patch: int, stride: int) -> int:
     return len(_positions(size, patch, stride)) ** 2 + 1
 
 
+def coarse_first(rows: int, cols: int) -> list[tuple[int, int]]:
+    """Every (row, column) index of a grid, coarse grids first: indices that are multiples
+    of 8 in both, then of 4, of 2, then the rest (row by row within each)."""
+    def level(i: int) -> int:
+        return 99 if i == 0 else (i & -i).bit_length()
+    return sorted(((i, j) for i in range(rows) for j in range(cols)),
+                  key=lambda ij: (-min(level(ij[0]), level(ij[1])), ij))
+
+
 def _positions(size: int, patch: int, stride: int) -> list[int]:
     pos = list(range(0, max(size - patch, 0) + 1, stride))
     if pos[-1] != size - patch:   # cover the last rows/columns too
@@ -89,9 +112,10 @@ def _positions(size: int, patch: int, stride: int) -> list[int]:
 def occlusion_sensitivity(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
                           region_mask: np.ndarray | None = None, patch: int | None = None,
                           stride: int | None = None, baseline: float | str = 0.0,
-                          batch_size: int = 32,
+                          batch_size: int | None = None,
                           progress: Callable[[int, int], None] | None = None, *,
-                          region: str | None = None, view: FieldOfView = FULL_VIEW) -> OcclusionResult:
+                          region: str | None = None, view: FieldOfView = FULL_VIEW,
+                          should_stop: Callable[[], bool] | None = None) -> OcclusionResult:
     """``predict``: (N, S, S, 3) -> (N, S, S) probabilities; ``x``: (S, S, 3) model input.
 
     ``baseline``: a grey value in [0, 1], ``"mean"`` (the image mean) or
@@ -99,6 +123,12 @@ def occlusion_sensitivity(predict: Callable[[np.ndarray], np.ndarray], x: np.nda
     ``region`` and ``view`` say what ``x`` is (the region model and the part
     of the image it sees); the result keeps them for its heatmap over the
     whole image (``at_size``) and its ``download_name``.
+
+    ``batch_size``: patches per model call (default: 4 at 256 px, fewer on larger
+    inputs, whose activations take ~100 MB per image, at most 16). ``should_stop``:
+    asked after every batch; once it says True the run ends with the patches done
+    so far (``complete`` False). Patches run coarse to fine (:func:`coarse_first`), so
+    a stopped run's map already spans the whole input.
     """
     started = time.time()
     size = x.shape[0]
@@ -122,7 +152,9 @@ def occlusion_sensitivity(predict: Callable[[np.ndarray], np.ndarray], x: np.nda
     else:
         fill = np.full_like(x, float(baseline))
     ys, xs = _positions(size, patch, stride), _positions(size, patch, stride)
-    boxes = [(r, c) for r in ys for c in xs]
+    boxes = [(ys[i], xs[j]) for i, j in coarse_first(len(ys), len(xs))]
+    batch_size = int(batch_size or min(16, max(1, 4 * 256 * 256 // (size * size))))
+    done = 0
     drop_sum = np.zeros((size, size), np.float64)
     counts = np.zeros((size, size), np.float64)
     for start in range(0, len(boxes), batch_size):
@@ -134,11 +166,14 @@ def occlusion_sensitivity(predict: Callable[[np.ndarray], np.ndarray], x: np.nda
         for (r, c), s in zip(chunk, scores):
             drop_sum[r:r + patch, c:c + patch] += base_score - float(s)
             counts[r:r + patch, c:c + patch] += 1
+        done += len(chunk)
         if progress:
-            progress(min(start + batch_size, len(boxes)), len(boxes))
+            progress(done, len(boxes))
+        if should_stop is not None and done < len(boxes) and should_stop():
+            break
     sens = (drop_sum / np.maximum(counts, 1)).astype(np.float32)
-    return OcclusionResult(sens, base_score, patch, stride, baseline, len(boxes) + 1,
-                           time.time() - started, region, view)
+    return OcclusionResult(sens, base_score, patch, stride, baseline, done + 1,
+                           time.time() - started, region, view, len(boxes) + 1)
 
 
 def model_predictor(model) -> Callable[[np.ndarray], np.ndarray]:

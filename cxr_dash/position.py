@@ -375,9 +375,8 @@ def figure_dataset(per_region: dict[str, list[PositionReport]]):
 # ---------------------------------------------------------------- dataset report
 
 def region_predictor(segmenter, region: str) -> Predict:
-    from .occlusion import model_predictor
-
-    return model_predictor(segmenter.model(region))
+    """The region model's forward pass on the segmenter's engine."""
+    return segmenter.predictor(region)
 
 
 def dataset_report(segmenter, dataset, cases: list[str], regions=None, occlusion_cases: int = 3,

@@ -69,7 +69,7 @@ def perturbed_probabilities(seg, image: np.ndarray, regions) -> dict[str, np.nda
             small = model_space_image(image, key[0], view) ** PERTURBED_GAMMA
             x = finish_intensity(small, intensity)
             inputs[key] = np.repeat(x[None, ..., None], 3, axis=3)
-        y = np.asarray(seg.model(region).predict_on_batch(inputs[key]), np.float32)[0, ..., 0]
+        y = seg.forward(region, inputs[key])[0]
         out[region] = upsample_probability(y, image.shape, view)
     return out
 

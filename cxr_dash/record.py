@@ -74,6 +74,20 @@ class TrainingRecord:
             return ""
         return "Earlier stages: " + "; ".join(described) + " (the table shows the last stage)."
 
+    def snapshot_times(self) -> np.ndarray | None:
+        """Seconds of training, as recorded epoch by epoch (``seconds`` in the history),
+        from the end of the first snapshot's epoch to the end of each snapshot's: the clock
+        that plays the snapshots back at the speed training went. None where the history
+        does not record every epoch's time."""
+        seconds = {int(row["epoch"]): row.get("seconds") for row in self.history}
+        epochs = [int(e) for e in self.snapshot_epochs]
+        if not epochs or any(not isinstance(seconds.get(e), (int, float)) for e in epochs) or any(
+                not isinstance(v, (int, float)) for v in seconds.values()):
+            return None
+        ordered = sorted(seconds)
+        elapsed = dict(zip(ordered, np.cumsum([seconds[e] for e in ordered])))
+        return np.array([elapsed[e] - elapsed[epochs[0]] for e in epochs], np.float64)
+
     def snapshot(self, epoch_index: int, case_index: int = 0) -> np.ndarray:
         return self.snapshots[epoch_index, case_index].astype(np.float32) / 255.0
 
@@ -178,3 +192,9 @@ def prepend_earlier_stage(out_dir: str | Path, region: str, init_weights: str | 
     training["epoch_kept"] = offset + int(training.get("epoch_kept", len(history)))
     update_region(out_dir, region, {"training": training})
     return True
+
+
+def frame_at(times: np.ndarray, position: float) -> int:
+    """The snapshot shown ``position`` seconds into a playback clocked by ``times``
+    (:meth:`TrainingRecord.snapshot_times`): the last one taken by then."""
+    return max(0, int(np.searchsorted(times, position, side="right")) - 1)

@@ -31,6 +31,28 @@ def display_rgb(image: np.ndarray, window: tuple[float, float] = (0.0, 1.0),
     return np.repeat(grey[..., None], 3, axis=2)
 
 
+def window_for_area(image: np.ndarray, box: tuple[int, int, int, int],
+                    percentiles: tuple[float, float] = (1.0, 99.0)) -> tuple[float, float]:
+    """The display window (:func:`display_rgb`'s ``window``) that stretches the area
+    ``box`` = (y0, y1, x0, x1) of ``image`` to full contrast: its 1st and 99th
+    percentiles on the models' [0, 1] scale, rounded outwards to 0.01, at least 0.02
+    wide. Window/level from a region of interest, as radiograph viewers do it."""
+    grey = normalise_intensity(image)
+    y0, y1, x0, x1 = box
+    h, w = grey.shape
+    y0, y1 = sorted((min(max(int(y0), 0), h), min(max(int(y1), 0), h)))
+    x0, x1 = sorted((min(max(int(x0), 0), w), min(max(int(x1), 0), w)))
+    area = grey[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
+    if area.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(area, percentiles)
+    lo, hi = float(np.floor(lo * 100) / 100), float(np.ceil(hi * 100) / 100)
+    if hi - lo < 0.02:
+        mid = min(max((lo + hi) / 2, 0.01), 0.99)
+        lo, hi = mid - 0.01, mid + 0.01
+    return round(max(lo, 0.0), 2), round(min(hi, 1.0), 2)
+
+
 def outline(mask: np.ndarray, thickness: int = 2) -> np.ndarray:
     m = mask.astype(np.uint8)
     kernel = np.ones((3, 3), np.uint8)
@@ -41,39 +63,62 @@ def outline(mask: np.ndarray, thickness: int = 2) -> np.ndarray:
 def overlay_masks(base_rgb: np.ndarray, masks: dict[str, np.ndarray], opacity: float = 0.4,
                   style: str = "fill", thickness: int | None = None,
                   colours: dict[str, tuple[int, int, int]] | None = None) -> np.ndarray:
-    """Blend each region's mask in its registry colour; style "fill", "outline" or "both"."""
+    """Blend each region's mask in its registry colour; style "fill", "outline" or "both".
+
+    Every fill is laid down before any outline: where regions overlap (a clavicle over
+    a lung, the heart over a lung's edge) each outline stays on top in its own colour,
+    where a later region's fill would otherwise tint an earlier one's outline."""
     out = base_rgb.astype(np.float32).copy()
     thickness = thickness or max(1, base_rgb.shape[0] // 300)
-    for region, mask in masks.items():
-        colour = np.array((colours or {}).get(region, REGIONS[region].colour), np.float32)
-        if style in ("fill", "both"):
+    colour_of = {r: np.array((colours or {}).get(r, REGIONS[r].colour), np.float32) for r in masks}
+    if style in ("fill", "both"):
+        for region, mask in masks.items():
             m = mask.astype(bool)
-            out[m] = (1 - opacity) * out[m] + opacity * colour
-        if style in ("outline", "both"):
-            edge = outline(mask, thickness)
-            out[edge] = colour
+            out[m] = (1 - opacity) * out[m] + opacity * colour_of[region]
+    if style in ("outline", "both"):
+        for region, mask in masks.items():
+            out[outline(mask, thickness)] = colour_of[region]
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-# Errors against ground truth: what the model missed, and what it added. Blue
-# against orange stays apart for the common colour-vision deficiencies; these
-# are the two Okabe-Ito hues no region uses (sky blue, orange), so an error map
-# is never read as another region's mask.
+# Against ground truth: where mask and truth agree, what the model missed, and what
+# it added. Blue against orange stays apart for the common colour-vision
+# deficiencies; these are the two Okabe-Ito hues no region uses (sky blue, orange),
+# so an error map is never read as another region's mask; agreement is white, no
+# hue at all.
+AGREEMENT_COLOUR = (255, 255, 255)
 MISSED_COLOUR = (86, 180, 233)
 EXTRA_COLOUR = (230, 159, 0)
 
 
 def overlay_errors(base_rgb: np.ndarray, predicted: np.ndarray, truth: np.ndarray,
                    opacity: float = 0.6) -> np.ndarray:
-    """Where a prediction departs from ground truth: truth it missed (false negatives)
-    and area it added (false positives) filled in their colours, the truth's outline
-    in white so agreement reads as plain image inside it."""
+    """The difference view: agreement (mask and truth), truth the mask missed (false
+    negatives) and area it added (false positives), each filled in its colour; the
+    truth's area is agreement plus missed, its outline where those two end."""
     predicted, truth = predicted.astype(bool), truth.astype(bool)
     out = base_rgb.astype(np.float32).copy()
-    for where, colour in ((truth & ~predicted, MISSED_COLOUR), (predicted & ~truth, EXTRA_COLOUR)):
+    for where, colour in ((truth & predicted, AGREEMENT_COLOUR), (truth & ~predicted, MISSED_COLOUR),
+                          (predicted & ~truth, EXTRA_COLOUR)):
         out[where] = (1 - opacity) * out[where] + opacity * np.array(colour, np.float32)
-    out[outline(truth, max(1, base_rgb.shape[0] // 400))] = 255
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def draw_extent(rgb: np.ndarray, extent, colour=(255, 255, 255), thickness: int | None = None,
+                tick: int | None = None) -> np.ndarray:
+    """A horizontal measuring line over ``extent`` (:class:`cxr_dash.measure.Extent`: a
+    row and its first and last pixel), ticked at both ends, edged in black so that it
+    reads on bright bone and dark lung alike."""
+    out = rgb.copy()
+    h = out.shape[0]
+    thickness = thickness or max(1, h // 300)
+    tick = tick or max(4, h // 60)
+    p0, p1 = (extent.x0, extent.row), (extent.x1, extent.row)
+    for c, t in (((0, 0, 0), thickness + 2), (tuple(int(v) for v in colour), thickness)):
+        cv2.line(out, p0, p1, c, t, cv2.LINE_AA)
+        for x in (extent.x0, extent.x1):
+            cv2.line(out, (x, extent.row - tick), (x, extent.row + tick), c, t, cv2.LINE_AA)
+    return out
 
 
 def zoom_box(shape: tuple[int, int], *masks: np.ndarray, margin: float = 0.15,

@@ -23,7 +23,9 @@ def region_measurements(probs: dict[str, np.ndarray], masks: dict[str, np.ndarra
     :meth:`~cxr_dash.inference.Segmenter.estimate_quality`) and whether it falls under
     ``warning_threshold``, and, with ground truth, the overlap metrics
     (:func:`~cxr_dash.metrics.all_metrics`: Jaccard, Dice, contour distances, and the
-    ground truth missed and the area added, as fractions of the ground truth).
+    ground truth missed and the area added, as fractions of the ground truth). Contour
+    distances are in mm when ``spacing_mm`` is known, else in pixels, their keys then
+    ending ``_px`` instead of ``_mm``.
 
     No mean probability inside the mask: it is high by construction, whatever the
     mask is worth, and read as a confidence it misleads."""
@@ -43,6 +45,8 @@ def region_measurements(probs: dict[str, np.ndarray], masks: dict[str, np.ndarra
                 import cv2
                 t = cv2.resize(t.astype(np.uint8), mask.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
             m = all_metrics(mask, t, spacing_mm or 1.0)
+            if not spacing_mm:      # distances in pixels, and named so
+                m = {k.replace("_mm", "_px"): v for k, v in m.items()}
             row.update({k: round(v, 4) for k, v in m.items()})
         rows.append(row)
     return rows
@@ -67,11 +71,23 @@ def masks_npz(masks: dict[str, np.ndarray], probs: dict[str, np.ndarray] | None 
     return buf.getvalue()
 
 
+def mask_file_name(stem: str, region: str) -> str:
+    """``<image>_<region>_mask.png``: what a region's mask is called as a file."""
+    return f"{stem}_{region}_mask.png"
+
+
 def masks_zip(masks: dict[str, np.ndarray], stem: str) -> bytes:
+    return zip_bytes({mask_file_name(stem, r): mask_png(m) for r, m in masks.items()})
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """A ZIP of ``files`` ({name inside the archive: contents}); PNGs and NPZs are
+    compressed already and stored as they are."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for r, m in masks.items():
-            z.writestr(f"{stem}_{r}.png", mask_png(m))
+        for name, data in files.items():
+            stored = name.endswith((".png", ".npz", ".zip"))
+            z.writestr(name, data, zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
     return buf.getvalue()
 
 

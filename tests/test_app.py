@@ -9,9 +9,12 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from cxr_dash.regions import REGION_KEYS
+from cxr_dash.ui.pages.compare import DIFFERENCE
+
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-VIEWS = ["Overview", "Compare regions", "Explain", "Position or anatomy?", "Downloads", "Training playback",
-         "Hyper-parameter search", "Dataset evaluation", "Model set"]
+VIEWS = ["Overview", "Compare regions", "Statistics", "Explain", "Position or anatomy?", "Downloads",
+         "Training playback", "Hyper-parameter search", "Dataset evaluation", "Model set"]
 
 
 @pytest.fixture
@@ -117,15 +120,20 @@ def test_explain_and_occlusion_run_from_the_ui(app, data_dir):
     app.slider[1].set_value(16).run()                     # stride
     app.button[1].click().run()                           # Run occlusion
     assert not app.exception
+    if "occ_job" in app.session_state:                    # not done within INLINE_WAIT_S: a busy CPU
+        assert app.session_state["occ_job"].wait(300)
+        app.run()
     assert any("Sensitivity inside" in m.label for m in app.metric)
+    faithfulness = [m for m in app.metric if m.label.startswith("Faithfulness")]
+    assert len(faithfulness) == 2 and all(float(m.value) == float(m.value) for m in faithfulness)
     app.sidebar.radio(key="view").set_value("Downloads").run()
     heatmaps = [b.proto.label for b in app.get("download_button") if "(PNG)" in b.proto.label]
-    assert "gradcam_decoder_stage1b_relu_heart (PNG)" in heatmaps
-    assert any(label.startswith("occlusion_heart_patch16_stride16") for label in heatmaps)
+    assert "Heart: Grad-CAM, decoder stage 2 (1/8) (PNG)" in heatmaps
+    assert "Heart: Occlusion, patch 16, stride 16, black patches (PNG)" in heatmaps
     # Another image: its downloads offer no heatmap computed on the previous one.
     upload(app, "JPCLN002.png", real_png(data_dir, "JPCLN002"), "image/png")
     heatmaps = [b.proto.label for b in app.get("download_button") if "(PNG)" in b.proto.label]
-    assert heatmaps and not any(label.startswith(("occlusion_", "gradcam_")) for label in heatmaps)
+    assert heatmaps and not any("Grad-CAM" in label or "Occlusion" in label for label in heatmaps)
 
 
 @pytest.mark.parametrize("name,data,message", [
@@ -263,7 +271,7 @@ def test_dataset_case_is_scored_against_ground_truth(app, data_dir):
     assert not app.exception
     assert any(m.label == "Jaccard" for m in app.metric)
     assert not any(m.label == "Missed" for m in app.metric)
-    app.radio(key="compare_overlay").set_value("errors against ground truth").run()
+    app.radio(key="compare_overlay").set_value(DIFFERENCE).run()
     assert not app.exception
     missed = [m.value for m in app.metric if m.label == "Missed"]
     assert len(missed) == 5 and all(v.endswith("%") for v in missed)
@@ -332,6 +340,9 @@ def test_search_view_shows_an_exported_study(app, tmp_path, monkeypatch):
     assert list(table["mean IoU"])[1:] == [0.80, 0.86] and table["batch_size"][0] == 1
     # Trials added by hand carry no search settings: the view says so rather than guess.
     assert any("Trials scored under: not stored" in c.value for c in app.caption)
+    # Why a search's best IoU sits far below a shipped model's Jaccard: another run.
+    assert any(c.value.startswith("**Why the best trial scores 0.860") and
+               "Other size, schedule and data" in c.value for c in app.caption)
 
 
 def test_search_view_of_a_study_without_any_iou_yet(app, tmp_path, monkeypatch):
@@ -568,3 +579,246 @@ def test_the_server_defaults_keep_it_local_quiet_and_terse():
     assert config["browser"]["gatherUsageStats"] is False
     # Set by hand, so a headless start does not ask checkip.amazonaws.com for an external IP.
     assert config["browser"]["serverAddress"]
+
+
+# --- Your own ground truth, the display, statistics, downloads -------------------------------
+
+@pytest.fixture
+def phantom(app, tiny_model_set, request):
+    """The app with a drawn radiograph whose masks the models get exactly right: ``predict``
+    answers with the phantom's own masks (a seed per test: a new image, uncached)."""
+    from cxr_dash.ui import state
+    from tests.phantom import chest_phantom
+
+    import zlib
+
+    image, truth = chest_phantom(256, seed=zlib.crc32(request.node.name.encode()))
+    seg = state.get_segmenter(str(tiny_model_set))
+    original = seg.predict
+
+    def predict(pixels, regions=None, **kwargs):
+        return {r: np.where(truth[r], 0.95, 0.05).astype(np.float32) if r in truth
+                else np.full(pixels.shape, 0.05, np.float32) for r in (regions or seg.regions)}
+
+    seg.predict = predict
+    try:
+        yield app, image, truth
+    finally:
+        seg.predict = original
+
+
+def reference_uploader(at):
+    return next(f for f in at.sidebar.file_uploader if f.key.startswith("reference_"))
+
+
+def test_a_reference_mask_for_an_upload_is_scored_and_shown_as_a_difference_view(phantom, monkeypatch):
+    import cv2
+
+    from cxr_dash.metrics import jaccard
+    from cxr_dash.ui.pages import compare
+    from tests.phantom import png
+
+    app, image, truth = phantom
+    upload(app, "mine.png", png(image), "image/png")
+    assert "jaccard" not in app.dataframe[0].value.columns          # no ground truth yet
+    # The reference: the heart drawn a little smaller than the model's mask, at twice the
+    # image's size (a scaled copy is accepted).
+    reference = cv2.erode(truth["heart"].astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    big = cv2.resize(reference.astype(np.uint8), (512, 512), interpolation=cv2.INTER_NEAREST)
+    reference_uploader(app).set_value([("mine_heart.png", png(big > 0), "image/png")])
+    app.run()
+    assert not app.exception, app.exception
+    assert any(c.value.startswith("Reference: heart (mine_heart.png)") for c in app.sidebar.caption)
+    table = app.dataframe[0].value.set_index("name")
+    expected = jaccard(truth["heart"], reference)
+    assert table.loc["Heart", "jaccard"] == pytest.approx(expected, abs=1e-3) and expected < 0.95
+    assert table["jaccard"].notna().sum() == 1                       # only the heart has a reference
+    assert "mean_contour_distance_px" in table.columns               # no pixel spacing: in pixels
+    app.sidebar.number_input[0].set_value(0.7).run()                 # known now: in mm
+    assert "mean_contour_distance_mm" in app.dataframe[0].value.columns
+    # The difference view (Compare regions) draws this reference against the mask.
+    drawn = []
+    monkeypatch.setattr(compare, "overlay_errors",
+                        lambda base, mask, t, opacity: drawn.append((mask, t)) or base.copy())
+    app.sidebar.radio(key="view").set_value("Compare regions").run()
+    app.radio(key="compare_overlay").set_value(DIFFERENCE).run()
+    assert not app.exception, app.exception
+    assert any("agreement" in m.value and "missed" in m.value for m in app.markdown)
+    (mask, t), = drawn
+    assert np.array_equal(t, reference) and np.array_equal(mask, truth["heart"])
+    assert [m.value for m in app.metric if m.label == "Jaccard"] == [f"{expected:.3f}"]
+    assert len([m for m in app.metric if m.label == "Missed"]) == 1
+    assert any("zoomed to the region" in c for im in app.get("image") for c in im.captions)
+
+
+def test_a_bad_reference_file_is_named_and_the_good_ones_still_count(phantom):
+    from tests.phantom import png
+
+    app, image, truth = phantom
+    upload(app, "mine.png", png(image), "image/png")
+    reference_uploader(app).set_value([("left_lung.png", png(truth["left_lung"]), "image/png"),
+                                       ("heart.png", png(truth["heart"][:200]), "image/png"),
+                                       ("JPCLN001.png", png(truth["heart"]), "image/png")])
+    app.run()
+    assert not app.exception, app.exception
+    errors = [e.value for e in app.sidebar.error]
+    assert any(e.startswith("heart.png: the mask is 256 x 200 pixels") for e in errors)
+    assert any(e.startswith("JPCLN001.png: a single mask") for e in errors)
+    table = app.dataframe[0].value.set_index("name")
+    assert table.loc["Left lung", "jaccard"] == 1.0 and table["jaccard"].notna().sum() == 1
+
+
+def test_outline_mode_and_a_hidden_region_change_what_is_drawn(phantom, monkeypatch):
+    from cxr_dash.ui.pages import overview
+    from tests.phantom import png
+
+    app, image, truth = phantom
+    drawn = []
+    original = overview.overlay_masks
+    monkeypatch.setattr(overview, "overlay_masks",
+                        lambda base, masks, opacity, style, **kw: drawn.append((set(masks), style))
+                        or original(base, masks, opacity, style, **kw))
+    upload(app, "mine.png", png(image), "image/png")
+    assert drawn[-1] == (set(REGION_KEYS), "fill")
+    app.sidebar.radio(key="mask_style").set_value("outline").run()
+    app.sidebar.checkbox(key="show_left_lung").uncheck().run()
+    assert not app.exception, app.exception
+    assert drawn[-1] == (set(REGION_KEYS) - {"left_lung"}, "outline")
+    assert "Left lung" not in list(app.dataframe[0].value["name"])      # nor in its table
+    assert not any("Left lung" in m.value for m in app.markdown)         # nor in the legend
+    app.toggle(key="inspect").set_value(True).run()                      # the zoomable view too
+    assert not app.exception and drawn[-1] == (set(REGION_KEYS) - {"left_lung"}, "outline")
+
+
+def test_statistics_give_each_region_its_figures_and_the_cardiothoracic_ratio(phantom):
+    from cxr_dash.measure import cardiothoracic_ratio, region_statistics
+    from tests.phantom import png
+
+    app, image, truth = phantom
+    upload(app, "mine.png", png(image), "image/png")
+    app.sidebar.number_input[0].set_value(1.4).run()                      # 256 px of a 36 cm film
+    app.sidebar.radio(key="view").set_value("Statistics").run()
+    assert not app.exception, app.exception
+    ctr = cardiothoracic_ratio(truth)
+    assert 0.3 < ctr.ratio < 0.7
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["CTR"] == f"{ctr.ratio:.2f}"
+    assert metrics["Heart width"] == f"{ctr.heart.width_px * 1.4:.0f} mm"
+    table = app.dataframe[0].value.set_index("Region")
+    stats = region_statistics({"heart": truth["heart"]}, 1.4)["heart"]
+    assert table.loc["Heart", "Area"] == stats["area_cm2"]
+    assert table.loc["Heart", "Centroid x"] == stats["centroid_x"]
+    assert table.loc["Heart", "Widest extent"] == stats["widest_mm"]
+    assert any("widest extent of both lungs" in c for im in app.get("image") for c in im.captions)
+
+
+def test_downloads_are_named_for_people_and_one_zip_holds_everything(phantom, monkeypatch):
+    import json
+    import zipfile
+
+    import streamlit
+
+    from tests.phantom import png
+
+    app, image, truth = phantom
+    offered = {}
+    original = streamlit.download_button
+
+    def record(label, data, file_name=None, *args, **kwargs):
+        offered[file_name] = data
+        return original(label, data, file_name, *args, **kwargs)
+
+    monkeypatch.setattr(streamlit, "download_button", record)
+    upload(app, "My scan.png", png(image), "image/png")
+    reference_uploader(app).set_value([("heart.png", png(truth["heart"]), "image/png")])
+    app.run()
+    app.sidebar.radio(key="view").set_value("Explain").run()
+    app.button[0].click().run()                                         # Grad-CAM of the heart
+    app.sidebar.radio(key="view").set_value("Downloads").run()
+    assert not app.exception, app.exception
+    assert {"My_scan_heart_mask.png", "My_scan_left_lung_mask.png", "My_scan_heart_probability.png",
+            "My_scan_heart_gradcam.png", "My_scan_metrics.json", "My_scan_cxr-dash.zip"} <= set(offered)
+    metrics = json.loads(offered["My_scan_metrics.json"])
+    assert metrics["model_set"] == Path(app_model_dir()).name       # a name, not a path
+
+    def strings(value):
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        if isinstance(value, list):
+            return [s for v in value for s in strings(v)]
+        return [value] if isinstance(value, str) else []
+    assert not [s for s in strings(metrics) if s.startswith("/") or app_model_dir() in s]
+    assert metrics["ground_truth"] == {"heart": "heart.png"}
+    assert metrics["cardiothoracic_ratio"]["ratio"] > 0
+    heart = next(r for r in metrics["regions"] if r["region"] == "heart")
+    assert heart["jaccard"] == 1.0 and heart["widest_px"] > 0 and "centroid_x" in heart
+    assert metrics["heatmap_faithfulness"][0]["file"] == "My_scan_heart_gradcam.png"
+    with zipfile.ZipFile(io.BytesIO(offered["My_scan_cxr-dash.zip"]())) as z:   # built on a click
+        names = set(z.namelist())
+    assert {"My_scan_overlay.png", "My_scan_statistics.png", "My_scan_heart_difference.png",
+            "My_scan_heart_gradcam.png", "My_scan_right_lung_mask.png", "My_scan_metrics.csv",
+            "My_scan_metrics.json", "My_scan_masks.npz", "My_scan_display.json"} <= names
+
+
+def app_model_dir() -> str:
+    import os
+
+    return os.environ["CXR_MODEL_DIR"]
+
+
+def test_the_model_set_table_keeps_every_field_in_view(app):
+    app.sidebar.radio(key="view").set_value("Model set").run()
+    assert not app.exception, app.exception
+    table = app.table[0].value
+    assert list(table.columns) == ["Heart", "Left clavicle", "Left lung", "Right clavicle", "Right lung"]
+    assert {"held-out Jaccard (1024)", "Shenzhen lungs", "held out how", "preprocessing",
+            "augmentation", "input px", "field of view", "int8 rounding"} <= set(table.index)
+
+
+def test_occlusion_stops_midway_keeps_its_partial_map_and_the_page_stays_usable(
+        app, data_dir, tiny_model_set, monkeypatch):
+    import time
+
+    from cxr_dash.ui import state
+    from cxr_dash.ui.pages import explain as page
+
+    monkeypatch.setattr(page, "INLINE_WAIT_S", 0.0)     # every run goes to the background
+    seg = state.get_segmenter(str(tiny_model_set))
+    fast = seg.predictor
+
+    def slow(region):                                    # ~0.2 s a batch: a run of seconds
+        return lambda batch: time.sleep(0.2) or fast(region)(batch)
+    monkeypatch.setattr(seg, "predictor", slow)
+    upload(app, "JPCLN034.png", real_png(data_dir), "image/png")
+    app.sidebar.radio(key="view").set_value("Explain").run()
+    app.slider[0].set_value(4).run()                     # occlusion patch
+    app.slider[1].set_value(2).run()                     # stride: 961 patches, 61 batches
+    app.button[1].click().run()                          # Run occlusion
+    assert not app.exception, app.exception
+    job = app.session_state["occ_job"]
+    assert not job.finished and any("patches" in p.text or "Occlusion" in p.text
+                                    for p in app.get("progress"))
+    deadline = time.time() + 60
+    while job.done < 3 * 16 and time.time() < deadline:
+        time.sleep(0.05)
+    assert 0 < job.done < job.total and job.seconds_left() > 0
+    app.button(key="occ_job_stop").click().run()         # Stop
+    assert job.wait(5) and job.ended - job.stop_requested < 1.0   # ended within a second
+    app.run()
+    assert not app.exception, app.exception
+    captions = [c for image in app.get("image") for c in image.captions]
+    assert any("stopped after" in c and "of 961 patches" in c for c in captions), captions
+    assert any("Sensitivity inside" in m.label for m in app.metric)
+    result = job.result
+    assert not result.complete and 0 < result.evaluations - 1 < 961 and result.heatmap.max() == 1.0
+    assert "occ_job" not in app.session_state
+    # The page goes on: an explanation runs, and occlusion can run again in full.
+    monkeypatch.setattr(page, "INLINE_WAIT_S", 30.0)
+    app.button[0].click().run()                          # Run explanation (Grad-CAM)
+    assert not app.exception, app.exception
+    assert any(c.startswith("Grad-CAM") for image in app.get("image") for c in image.captions)
+    app.slider[1].set_value(16).run()
+    app.button[1].click().run()
+    assert not app.exception and not app.error
+    captions = [c for image in app.get("image") for c in image.captions]
+    assert any("Score drop" in c and "stopped" not in c for c in captions), captions

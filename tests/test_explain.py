@@ -56,8 +56,72 @@ def test_an_explanation_names_its_own_download():
     from cxr_dash.explain import Explanation
 
     heat = np.zeros((8, 8), np.float32)
-    assert Explanation("heart", "gradcam", "decoder_stage1b_relu", heat, 1.0).download_name == \
-        "gradcam_decoder_stage1b_relu_heart"
+    default = Explanation("heart", "gradcam", "decoder_stage1b_relu", heat, 1.0)
+    assert default.download_name == "heart_gradcam"           # <image>_heart_gradcam.png
+    assert default.title == "Grad-CAM, decoder stage 2 (1/8)"
     assert Explanation("left_lung", "gradcam++", "conv1_relu", heat, 1.0).download_name == \
-        "gradcamplusplus_conv1_relu_left_lung"
-    assert Explanation("heart", "smoothgrad", None, heat, 1.0).download_name == "smoothgrad_input_heart"
+        "left_lung_gradcamplusplus_encoder1"
+    assert Explanation("heart", "smoothgrad", None, heat, 1.0).download_name == "heart_smoothgrad"
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam"])
+@pytest.mark.parametrize("layer", ["decoder_stage1b_relu", "conv1_relu", "conv5_block3_out"])
+def test_compiled_class_activation_maps_are_tf_keras_vis_maps(tiny_model_set, method, layer):
+    """The compiled gradients (one traced function per model and layer) give the maps
+    tf-keras-vis gives, to float rounding."""
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+    from tf_keras_vis.layercam import Layercam
+
+    from cxr_dash import load_segmenter
+    from cxr_dash.explain import normalise, target_mask
+
+    seg = load_segmenter(tiny_model_set, regions=("heart",))
+    image = np.zeros((128, 128), np.uint8)
+    image[32:96, 40:88] = 200
+    x = seg.prepare(image, "heart")
+    mask = target_mask(seg.forward("heart", x[None])[0], 0.0)
+    cls = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus, "layercam": Layercam}[method]
+    reference = cls(seg.model("heart"), clone=False)(
+        segmentation_score(mask, mean=method == "gradcam++"), x[None], penultimate_layer=layer,
+        seek_penultimate_conv_layer=False, normalize_cam=False)[0]
+    heat = explain(seg, image, "heart", method, layer, threshold=0.0).heatmap
+    assert normalise(reference).max() == 1.0 and np.abs(normalise(reference) - heat).max() < 1e-5
+
+
+def test_smoothgrad_is_tf_keras_vis_saliency_with_the_same_noise(tiny_model_set):
+    from tf_keras_vis.saliency import Saliency
+
+    from cxr_dash import load_segmenter
+    from cxr_dash.explain import normalise, target_mask
+
+    seg = load_segmenter(tiny_model_set, regions=("heart",))
+    image = np.zeros((128, 128), np.uint8)
+    image[32:96, 40:88] = 200
+    x = seg.prepare(image, "heart")
+    mask = target_mask(seg.forward("heart", x[None])[0], 0.0)
+    np.random.seed(3)
+    reference = Saliency(seg.model("heart"), clone=False)(segmentation_score(mask), x[None],
+                                                          smooth_samples=4, smooth_noise=0.15)[0]
+    reference = normalise(cv2.GaussianBlur(np.asarray(reference, np.float32), (0, 0), sigmaX=1.0))
+    heat = explain(seg, image, "heart", "smoothgrad", threshold=0.0, smooth_samples=4,
+                   rng=np.random.RandomState(3)).heatmap
+    assert np.abs(reference - heat).max() < 2e-3     # noise added in float64 here, float32 there
+
+
+@pytest.mark.parametrize("method,params,total", [("smoothgrad", {"smooth_samples": 6}, 6),
+                                                 ("scorecam", {"max_channels": 16}, 16)])
+def test_a_stopped_explanation_keeps_what_it_computed(tiny_model_set, method, params, total):
+    from cxr_dash import load_segmenter
+
+    seg = load_segmenter(tiny_model_set, regions=("heart",))
+    image = np.zeros((128, 128), np.uint8)
+    image[32:96, 40:88] = 200
+    seen = []
+    result = explain(seg, image, "heart", method, threshold=0.0, progress=lambda d, t: seen.append((d, t)),
+                     should_stop=lambda: len(seen) >= 1, **params)
+    assert not result.complete and result.total == total and 0 < result.done < total
+    assert seen[-1] == (result.done, total) and "stopped after" in result.title
+    assert np.isfinite(result.heatmap).all() and result.heatmap.max() == 1.0
+    full = explain(seg, image, "heart", method, threshold=0.0, **params)
+    assert full.complete and full.done == total and "stopped" not in full.title

@@ -36,10 +36,25 @@ def test_predict_returns_one_probability_map_per_region(tiny_model_set, dtype, s
 def test_loading_traces_each_model_so_the_first_predict_is_not_slow(tiny_model_set):
     # Keras builds a model's predict function on its first call (graph tracing:
     # seconds per 384 px model on a CPU); load_segmenter pays that, not predict.
-    cold = load_segmenter(tiny_model_set, regions=["heart", "left_clavicle"], warm_up=False)
+    cold = load_segmenter(tiny_model_set, regions=["heart", "left_clavicle"], warm_up=False,
+                          engine="keras")
     assert all(cold.model(r).predict_function is None for r in cold.regions)
-    warm = load_segmenter(tiny_model_set, regions=["heart", "left_clavicle"])
+    warm = load_segmenter(tiny_model_set, regions=["heart", "left_clavicle"], engine="keras")
     assert all(warm.model(r).predict_function is not None for r in warm.regions)
+
+
+def test_the_fast_engine_loads_no_keras_model_until_one_is_asked_for(tiny_model_set):
+    from cxr_dash.engine import OpenVinoModel
+
+    seg = load_segmenter(tiny_model_set, regions=["heart", "left_clavicle"], engine="openvino")
+    assert seg.engine == "openvino" and not seg.fallbacks and seg.ready
+    assert all(isinstance(seg._runners[r], OpenVinoModel) for r in seg.regions)
+    image = np.random.default_rng(4).random((100, 90)).astype(np.float32)
+    seg.predict(image)
+    seg.estimate_quality(image)
+    assert seg._models == {}                      # predictions never built a Keras model
+    lazy = load_segmenter(tiny_model_set, regions=["heart"], warm_up=False, engine="openvino")
+    assert lazy.ready and lazy._models == {}
 
 
 def test_predict_rejects_non_images(tiny_model_set):

@@ -195,8 +195,8 @@ def test_content_box_leaves_every_development_radiograph_as_it_is(dataset):
         assert content_box(pixels) == (0, pixels.shape[0], 0, pixels.shape[1]), case_id
 
 
-def test_error_overlay_colours_missed_and_extra_area_apart():
-    from cxr_dash.render import EXTRA_COLOUR, MISSED_COLOUR, overlay_errors
+def test_difference_view_colours_agreement_missed_and_extra_area_apart():
+    from cxr_dash.render import AGREEMENT_COLOUR, EXTRA_COLOUR, MISSED_COLOUR, overlay_errors
 
     base = np.full((100, 100, 3), 100, np.uint8)
     truth = np.zeros((100, 100), bool)
@@ -206,11 +206,23 @@ def test_error_overlay_colours_missed_and_extra_area_apart():
     out = overlay_errors(base, predicted, truth, opacity=1.0)
     assert tuple(out[50, 30]) == MISSED_COLOUR               # truth the model missed
     assert tuple(out[50, 75]) == EXTRA_COLOUR                # mask outside the truth
-    assert tuple(out[50, 50]) == (100, 100, 100)             # agreement: the image itself
+    assert tuple(out[50, 50]) == AGREEMENT_COLOUR            # both
     assert tuple(out[5, 5]) == (100, 100, 100)               # background untouched
-    assert tuple(out[20, 30]) == (255, 255, 255)             # the truth's outline
-    assert MISSED_COLOUR != EXTRA_COLOUR and all(c not in (MISSED_COLOUR, EXTRA_COLOUR)
-                                                 for c in (r.colour for r in REGIONS.values()))
+    colours = {AGREEMENT_COLOUR, MISSED_COLOUR, EXTRA_COLOUR}
+    assert len(colours) == 3 and not colours & {r.colour for r in REGIONS.values()}
+
+
+def test_outlines_stay_on_top_of_every_fill_where_regions_overlap():
+    from cxr_dash.render import outline, overlay_masks
+
+    base = np.full((90, 90, 3), 100, np.uint8)
+    lung = np.zeros((90, 90), bool)
+    lung[10:80, 10:80] = True
+    clavicle = np.zeros((90, 90), bool)
+    clavicle[5:30, 20:60] = True                              # over the lung's top edge
+    out = overlay_masks(base, {"left_clavicle": clavicle, "left_lung": lung}, 0.5, "both", 1)
+    edge = outline(clavicle, 1) & lung & ~outline(lung, 1)    # its outline inside the lung fill
+    assert edge.any() and (out[edge] == REGIONS["left_clavicle"].colour).all()
 
 
 def test_zoom_box_frames_the_region_squarely_inside_the_image():
@@ -227,3 +239,17 @@ def test_zoom_box_frames_the_region_squarely_inside_the_image():
     assert zoom_box(mask.shape, np.zeros_like(mask)) == (0, 400, 0, 300)
     big = np.ones((400, 300), bool)
     assert zoom_box(big.shape, big) == (50, 350, 0, 300)      # never past the image
+
+
+def test_a_window_from_an_area_stretches_that_area_to_full_contrast():
+    from cxr_dash.render import display_rgb, window_for_area
+
+    image = np.tile(np.linspace(0, 255, 200), (100, 1)).astype(np.float32)   # dark left, bright right
+    lo, hi = window_for_area(image, (0, 100, 150, 200))                      # the bright quarter
+    assert 0.7 < lo < hi <= 1.0
+    shown = display_rgb(image, (lo, hi))[..., 0]
+    assert shown[:, :140].max() == 0 and shown[:, 150:].min() < 10 and shown[:, 199].max() == 255
+    flat = np.full((50, 50), 7.0)
+    flat[0, 0] = 200
+    assert window_for_area(flat, (10, 40, 10, 40))[1] - window_for_area(flat, (10, 40, 10, 40))[0] >= 0.02
+    assert window_for_area(image, (40, 40, 250, 260)) == (0.0, 1.0)         # outside: no change

@@ -48,8 +48,8 @@ def test_mask_archives_round_trip():
         assert np.array_equal(z["mask_heart"], masks["heart"])
         assert z["prob_heart"].dtype == np.uint8 and z["prob_heart"][30, 30] == round(0.95 * 255)
     with zipfile.ZipFile(io.BytesIO(masks_zip(masks, "case"))) as z:
-        assert sorted(z.namelist()) == ["case_heart.png", "case_left_lung.png"]
-        png = np.asarray(Image.open(io.BytesIO(z.read("case_heart.png"))))
+        assert sorted(z.namelist()) == ["case_heart_mask.png", "case_left_lung_mask.png"]
+        png = np.asarray(Image.open(io.BytesIO(z.read("case_heart_mask.png"))))
         assert np.array_equal(png > 0, masks["heart"])
 
 
@@ -76,3 +76,6 @@ def test_missed_and_extra_area_are_told_apart():
     parsed = json.loads(rows_json(region_measurements({"heart": mask * 0.9}, {"heart": mask}, None,
                                                       {"heart": np.zeros_like(truth)})))
     assert parsed["regions"][0]["missed_fraction"] is None
+    # Without a pixel spacing contour distances are in pixels, and their names say so.
+    assert "mean_contour_distance_px" in parsed["regions"][0] and not any(
+        k.endswith("_mm") for k in parsed["regions"][0])

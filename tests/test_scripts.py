@@ -40,3 +40,11 @@ def test_geometric_tta_warps_each_pass_back_onto_the_plain_grid():
         assert np.abs(out - image)[inner].max() < 0.05, t   # bilinear there and back
     # a pass that lands in the wrong place would differ far more than interpolation
     assert np.abs(np.roll(image, 3, axis=1) - image)[8:-8, 8:-8].max() > 0.1
+
+
+def test_ctr_check_summarises_the_differences_where_both_ratios_exist():
+    ctr_check = load_script("ctr_check")
+    s = ctr_check.summary([("a", 0.49, 0.48), ("b", None, 0.50), ("c", 0.40, 0.43)])
+    assert (s["n"], s["unmeasured"], s["within_target"]) == (2, 1, 1)
+    assert np.isclose(s["mean_abs"], 0.02) and np.isclose(s["bias"], -0.01)
+    assert s["worst"][0][0] == "c" and np.isclose(s["truth_mean"], 0.455)

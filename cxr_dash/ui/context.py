@@ -89,5 +89,23 @@ class Context:
 
     def measurements(self) -> list[dict]:
         return state.measurements_for(self.results_key, self.image.key, self.settings.threshold,
-                                      self.image.spacing_mm, self.probs, self.masks, self.image.truth,
-                                      self.quality(), self.warning_threshold)
+                                      self.image.spacing_mm, self.image.truth_key, self.probs,
+                                      self.masks, self.image.truth, self.quality(),
+                                      self.warning_threshold)
+
+    def statistics(self) -> dict[str, dict]:
+        """{region: area, centroid, bounding box, widest extent} of the masks
+        (:func:`cxr_dash.measure.region_statistics`)."""
+        return state.statistics_for(self.results_key, self.image.key, self.settings.threshold,
+                                    self.image.spacing_mm, self.masks)
+
+    def cardiothoracic_ratio(self):
+        """:class:`cxr_dash.measure.CardiothoracicRatio` of the masks, or None."""
+        from cxr_dash.measure import cardiothoracic_ratio
+
+        return cardiothoracic_ratio(self.masks)
+
+    @property
+    def model_set_name(self) -> str:
+        """The model set as a user names it: its folder's name, not its path."""
+        return self.seg.model_dir.resolve().name

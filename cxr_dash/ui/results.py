@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Union
+from typing import Callable, Union
 
 import streamlit as st
 
 from cxr_dash.explain import Explanation
+from cxr_dash.faithfulness import Faithfulness
 from cxr_dash.occlusion import OcclusionResult
 
 from . import state
@@ -53,3 +54,15 @@ def keep(key: ResultKey, result: Result) -> None:
 def of_image(model_key: str, image_key: str) -> list[tuple[ResultKey, Result]]:
     """The results of one model set on one image, oldest first."""
     return [(k, r) for k, r in _store().items() if (k.model_key, k.image_key) == (model_key, image_key)]
+
+
+def faithfulness(key: ResultKey, compute: Callable[[], Faithfulness]) -> Faithfulness:
+    """The deletion test of a kept result (:mod:`cxr_dash.faithfulness`), computed once."""
+    store = st.session_state.setdefault("faithfulness", {})
+    if key not in store:
+        state.remember(store, key, compute(), LIMIT)
+    return store[key]
+
+
+def faithfulness_of(key: ResultKey) -> Faithfulness | None:
+    return st.session_state.get("faithfulness", {}).get(key)

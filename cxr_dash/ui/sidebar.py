@@ -23,6 +23,8 @@ def choose_input() -> state.CurrentImage | None:
     source = st.sidebar.radio("Input", sources, horizontal=True, key="source")
     if source == "Upload":
         _upload()
+        if (upload := st.session_state.get("upload_image")) is not None:
+            reference_input(upload)
     else:
         _dataset_case(ds)
     if (image := state.current()) is not None:
@@ -38,6 +40,30 @@ def _upload() -> None:
         "Radiograph", key="upload",
         help="PNG/JPEG (8 or 16 bit), DICOM (.dcm) or JSRT raw .IMG; frontal (PA/AP) views.")
     state.handle_upload(uploaded)
+
+
+def reference_input(image: state.CurrentImage) -> None:
+    """Sidebar, after an upload: reference masks (ground truth) for it, scored as a dataset
+    case's are (Overview, Compare regions' difference view, Downloads)."""
+    from cxr_dash.reference import describe_labels
+
+    files = st.sidebar.file_uploader(
+        "Reference masks (optional)", accept_multiple_files=True, key=f"reference_{image.key}",
+        help="Your own ground truth for this image, at its size (or a scaled copy): a PNG or GIF "
+             "per region named after it (heart.png, JPCLN001_left_lung.gif, 'right clavicle.png'), "
+             f"one label image (each pixel its region's number: 0 background, {describe_labels()}), "
+             "or a DICOM SEG whose segment labels name the regions.")
+    ref = state.handle_reference(image, files)
+    if ref is None:
+        return
+    for error in ref["errors"]:
+        st.sidebar.error(error)
+    if ref["masks"]:
+        st.sidebar.caption("Reference: " + ", ".join(
+            f"{REGIONS[r].display_name.lower()} ({ref['sources'][r]})" for r in REGIONS if r in ref["masks"])
+            + ". Scored in *Overview*, *Compare regions* (difference view) and *Downloads*.")
+    for note in ref["notes"]:
+        st.sidebar.caption(note)
 
 
 def _dataset_case(ds) -> None:
@@ -125,11 +151,14 @@ def display_settings(regions, has_truth: bool = True) -> DisplaySettings:
         st.caption("Regions shown")
         visible = tuple(r for r in regions
                         if st.checkbox(REGIONS[r].display_name, True, key=f"show_{r}"))
-        show_truth = st.checkbox("Ground-truth outlines", True, key="show_truth") if has_truth else False
+        show_truth = st.checkbox("Ground-truth outlines", True, key="show_truth",
+                                 help="The reference masks' outlines, in each region's colour "
+                                      "lightened.") if has_truth else False
         window = st.slider("Intensity window", 0.0, 1.0, (0.0, 1.0), 0.01, key="window",
                            help="Display only (window/level): stretch this band of the image's "
                                 "intensities (0 and 1: its 0.5th and 99.5th percentiles, the scale "
-                                "the models see) to full contrast. The models are not re-run.")
+                                "the models see) to full contrast. The models are not re-run. On "
+                                "the image itself: Overview, Inspect, box-select an area.")
         local_contrast = st.checkbox("Local contrast (CLAHE)", False, key="clahe",
                                      help="Display only: adaptive histogram equalisation, which "
                                           "brings out lung and bone detail in washed-out films. "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,17 +50,26 @@ class CurrentImage:
     # A DICOM upload whose display window was applied: its pixels without the window
     # (working resolution, display orientation), for *Image corrections*.
     unwindowed: np.ndarray | None = None
+    # Which ground truth ``truth`` is ("scr" for a dataset case, a digest of the reference
+    # files for an upload): the cache key of the scores against it.
+    truth_key: str | None = None
+    truth_sources: dict[str, str] = field(default_factory=dict)   # region -> file, for uploads
 
 
 def model_dir() -> Path:
     return Path(os.environ.get("CXR_MODEL_DIR") or DEFAULT_MODEL_DIR)
 
 
-@st.cache_resource(show_spinner="Loading the five region models…")
+@st.cache_resource(show_spinner=False)
 def get_segmenter(path: str):
-    from cxr_dash.inference import load_segmenter
+    """The model set, one for the whole server (every session shares its models). Made at
+    once from the manifest; its models load and warm up in a background thread
+    (:meth:`~cxr_dash.inference.Segmenter.start_loading`), so the page is up before them."""
+    from cxr_dash.inference import Segmenter
 
-    return load_segmenter(path)  # warmed up: the first upload pays no graph tracing
+    seg = Segmenter(path)
+    seg.start_loading()
+    return seg
 
 
 def segmenter_or_error():
@@ -67,6 +77,25 @@ def segmenter_or_error():
         return get_segmenter(str(model_dir())), None
     except ModelSetError as exc:
         return None, str(exc)
+
+
+def models_ready(seg) -> str | None:
+    """Wait for the models' background loading, with a progress bar; None once they are
+    ready, else what went wrong (the next rerun tries again)."""
+    loading = seg.start_loading()
+    if not loading.finished:
+        bar = st.progress(loading.fraction, text=f"{loading.text}…")
+        while not loading.wait(0.2):
+            bar.progress(loading.fraction, text=f"{loading.text}… "
+                                                f"({time.monotonic() - loading.started:.0f} s)")
+        bar.empty()
+    if loading.error is None:
+        return None
+    get_segmenter.clear()
+    if isinstance(loading.error, ModelSetError):
+        return str(loading.error)
+    return (f"The models could not be loaded ({type(loading.error).__name__}: {loading.error}); "
+            "the server's log has the details.")
 
 
 @st.cache_resource
@@ -120,7 +149,7 @@ def image_from_case(ds: SCRDataset, case_id: str) -> CurrentImage:
              if m.shape != small.shape else m for r, m in case.masks.items()}
     spacing = SCR_MASK_SPACING_MM * 1024 / small.shape[0]
     return CurrentImage(f"case-{case_id}", case_id, small, case.image.shape, spacing, "dataset",
-                        case_id, truth, content=_content(small))
+                        case_id, truth, content=_content(small), truth_key="scr")
 
 
 def _ordinal(n: int) -> str:
@@ -205,29 +234,45 @@ def _quality_for(model_key: str, image_key: str, _seg, _pixels, _probs) -> dict[
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def measurements_for(model_key: str, image_key: str, threshold: float, spacing_mm: float | None,
-                     _probs, _masks, _truth, _quality=None, warning_threshold=None) -> list[dict]:
+                     truth_key: str | None, _probs, _masks, _truth, _quality=None,
+                     warning_threshold=None) -> list[dict]:
     """Areas, estimated Jaccard and (with ground truth) contour distances: distance
-    transforms at 1024 px, so computed once per threshold and pixel spacing,
-    not per slider move."""
+    transforms at 1024 px, so computed once per threshold, pixel spacing and ground
+    truth (``truth_key``: reference masks added to an upload change it), not per slider
+    move."""
     from cxr_dash.report import region_measurements
 
     return region_measurements(_probs, _masks, spacing_mm, _truth, _quality, warning_threshold)
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def statistics_for(model_key: str, image_key: str, threshold: float, spacing_mm: float | None,
+                   _masks) -> dict[str, dict]:
+    """Each mask's area, centroid, bounding box and widest extent, once per threshold."""
+    from cxr_dash.measure import region_statistics
+
+    return region_statistics(_masks, spacing_mm)
+
+
 @st.cache_data(max_entries=8, show_spinner="Preparing the files…")
 def download_files(model_key: str, image_key: str, threshold: float, stem: str,
                    _masks, _probs) -> dict[str, bytes]:
-    """Mask PNGs, their ZIP, the NPZ and the probability PNGs (~2 s of
-    compression at 1024 px), built once per image and threshold rather than on
-    every rerun of the Downloads view."""
+    """{file name: contents}: a PNG per mask (``<image>_<region>_mask.png``), their ZIP,
+    the NPZ of masks and probabilities and a PNG per probability map (~2 s of
+    compression at 1024 px), built once per image and threshold rather than on every
+    rerun of the Downloads view."""
     from cxr_dash.render import colormap
-    from cxr_dash.report import mask_png, masks_npz, masks_zip, png_bytes
+    from cxr_dash.report import mask_file_name, mask_png, masks_npz, masks_zip, png_bytes
 
-    files = {f"mask_{r}": mask_png(m) for r, m in _masks.items()}
-    files.update({f"prob_{r}": png_bytes(colormap(p)) for r, p in _probs.items()})
-    files["zip"] = masks_zip(_masks, stem)
-    files["npz"] = masks_npz(_masks, _probs)
+    files = {mask_file_name(stem, r): mask_png(m) for r, m in _masks.items()}
+    files.update({probability_file_name(stem, r): png_bytes(colormap(p)) for r, p in _probs.items()})
+    files[f"{stem}_masks.zip"] = masks_zip(_masks, stem)
+    files[f"{stem}_masks.npz"] = masks_npz(_masks, _probs)
     return files
+
+
+def probability_file_name(stem: str, region: str) -> str:
+    return f"{stem}_{region}_probability.png"
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -362,7 +407,50 @@ def handle_case(ds: SCRDataset, case_id: str | None) -> None:
 
 
 def current() -> CurrentImage | None:
-    """The image of the input source chosen in the sidebar."""
+    """The image of the input source chosen in the sidebar; an upload with the reference
+    masks given for it as its ground truth."""
     if st.session_state.get("source") == "Dataset case":
         return st.session_state.get("case_image")
-    return st.session_state.get("upload_image")
+    image = st.session_state.get("upload_image")
+    ref = st.session_state.get("reference")
+    if image is not None and ref and ref["image_key"] == image.key and ref["masks"]:
+        return replace(image, truth=ref["masks"], truth_key=ref["key"], truth_sources=ref["sources"])
+    return image
+
+
+def handle_reference(image: CurrentImage, uploaded) -> dict | None:
+    """Read the reference masks uploaded for ``image`` (an upload, before its corrections,
+    which then crop and mirror them with it) once per set of files; returns what was
+    read: {"masks", "sources", "notes", "errors", ...}, or None when none is given.
+
+    A file that fails is named in ``errors`` and the others still count."""
+    from cxr_dash.reference import read_reference_file
+
+    uploaded = list(uploaded or [])
+    ids = tuple(f.file_id for f in uploaded)
+    ref = st.session_state.get("reference")
+    if ref and ref["image_key"] == image.key and ref["ids"] == ids:
+        return ref if ids else None
+    if not ids:
+        st.session_state.pop("reference", None)
+        return None
+    masks, sources, notes, errors = {}, {}, [], []
+    digest = hashlib.sha1()
+    for f in uploaded:
+        data = f.getvalue()
+        digest.update(f.name.encode() + hashlib.sha1(data).digest())
+        try:
+            for region, mask in read_reference_file(f.name, data, image.original_shape, notes).items():
+                masks[region] = mask if mask.shape == image.pixels.shape else (
+                    downsample_for_display(mask.astype(np.float32), WORKING_SIDE) >= 0.5)
+                sources[region] = f.name
+        except ImageReadError as exc:
+            errors.append(str(exc))
+        except Exception:      # a reader's bug: said in words, the traceback in the log
+            log.exception("%s: unexpected error while reading a reference mask", f.name)
+            errors.append(f"{f.name}: the file could not be read (an unexpected error, recorded "
+                          "in the server's log).")
+    ref = {"image_key": image.key, "ids": ids, "masks": masks, "sources": sources, "notes": notes,
+           "errors": errors, "key": "ref-" + digest.hexdigest()[:16]}
+    st.session_state["reference"] = ref
+    return ref

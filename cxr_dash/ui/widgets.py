@@ -20,8 +20,10 @@ def colour_chip(region: str) -> str:
 
 
 def chip(hex_colour: str, label: str) -> str:
+    # A thin grey edge: a white chip (agreement) or a pale one must show on a white page.
     return (f"<span style='display:inline-block;width:0.9em;height:0.9em;border-radius:2px;"
-            f"background:{hex_colour};margin-right:0.4em;vertical-align:middle'></span>{label}")
+            f"background:{hex_colour};border:1px solid #999;margin-right:0.4em;"
+            f"vertical-align:middle'></span>{label}")
 
 
 def truth_outlines(ctx: Context, rgb: np.ndarray, visible) -> np.ndarray:

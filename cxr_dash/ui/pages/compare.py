@@ -7,11 +7,14 @@ import streamlit as st
 
 from cxr_dash.quality_estimate import EXPLANATION
 from cxr_dash.regions import REGIONS, hex_colour
-from cxr_dash.render import (EXTRA_COLOUR, MISSED_COLOUR, colormap, outline_box, overlay_errors,
-                             overlay_masks, zoom_box)
+from cxr_dash.render import (AGREEMENT_COLOUR, EXTRA_COLOUR, MISSED_COLOUR, colormap, outline_box,
+                             overlay_errors, overlay_masks, zoom_box)
 
 from ..context import Context
 from ..widgets import chip, colour_chip, quality_warning, truth_outlines
+
+
+DIFFERENCE = "difference view (agreement, missed, extra)"
 
 
 def render(ctx: Context) -> None:
@@ -23,13 +26,15 @@ def render(ctx: Context) -> None:
         st.info("No region shown: tick some under **Regions shown** in the sidebar.")
         return
     errors = bool(ctx.image.truth) and st.radio(
-        "Overlay", ["mask", "errors against ground truth"], horizontal=True, key="compare_overlay",
-        help="Errors: ground truth the mask misses and mask outside the ground truth, each in "
-             "its own colour, inside the ground truth's white outline.") != "mask"
+        "Overlay", ["mask", DIFFERENCE], horizontal=True, key="compare_overlay",
+        help="The difference view: where mask and ground truth agree, the ground truth the mask "
+             "misses and the mask outside the ground truth, each in its own colour.") != "mask"
     if errors:
-        st.markdown(chip(hex_colour(MISSED_COLOUR), "missed (ground truth outside the mask)") + " &nbsp; " +
+        st.markdown(chip(hex_colour(AGREEMENT_COLOUR), "agreement") + " &nbsp; " +
+                    chip(hex_colour(MISSED_COLOUR), "missed (ground truth outside the mask)") + " &nbsp; " +
                     chip(hex_colour(EXTRA_COLOUR), "extra (mask outside the ground truth)") +
-                    " &nbsp; both as shares of the ground truth's area below", unsafe_allow_html=True)
+                    " &nbsp; missed and extra as shares of the ground truth's area below",
+                    unsafe_allow_html=True)
     for col, region in zip(st.columns(max(len(shown), 2)), shown):
         with col:
             st.markdown(colour_chip(region), unsafe_allow_html=True)
@@ -63,17 +68,23 @@ def _region_image(ctx: Context, base: np.ndarray, region: str, errors: bool) -> 
     """The region's errors against the ground truth (zoomed to it), or its mask over the
     radiograph, boxed by the model's field of view where that is part of the image."""
     if errors and region in ctx.image.truth:
-        truth = ctx.image.truth[region]
-        y0, y1, x0, x1 = zoom_box(base.shape, ctx.masks[region], truth)
-        st.image(overlay_errors(base, ctx.masks[region], truth, max(ctx.settings.opacity, 0.5))
-                 [y0:y1, x0:x1], width="stretch", caption="zoomed to the region")
+        st.image(difference_view(ctx, base, region), width="stretch", caption="zoomed to the region")
         return
+    if errors:
+        st.caption("No ground truth for this region: its mask is shown.")
     rgb = truth_outlines(ctx, overlay_masks(base, {region: ctx.masks[region]},
                                             ctx.settings.opacity, ctx.settings.style), [region])
     view = ctx.seg.view(region)
     if not view.is_full:
         rgb = outline_box(rgb, view.box(rgb.shape), REGIONS[region].colour)
     st.image(rgb, width="stretch")
+
+
+def difference_view(ctx: Context, base: np.ndarray, region: str) -> np.ndarray:
+    """Agreement, missed and extra pixels of a region against its ground truth, zoomed to both."""
+    truth = ctx.image.truth[region]
+    y0, y1, x0, x1 = zoom_box(base.shape, ctx.masks[region], truth)
+    return overlay_errors(base, ctx.masks[region], truth, max(ctx.settings.opacity, 0.5))[y0:y1, x0:x1]
 
 
 def _region_metrics(row: dict, errors: bool) -> None:
@@ -89,8 +100,11 @@ def _region_metrics(row: dict, errors: bool) -> None:
         return
     st.metric("Jaccard", f"{row['jaccard']:.3f}")
     st.metric("Dice", f"{row['dice']:.3f}")
-    mcd = row["mean_contour_distance_mm"]
-    st.metric("Contour dist.", "—" if mcd != mcd else f"{mcd:.2f} mm")
+    mm = "mean_contour_distance_mm" in row
+    mcd = row["mean_contour_distance_mm" if mm else "mean_contour_distance_px"]
+    st.metric("Contour dist.", "—" if mcd is None or mcd != mcd else
+              (f"{mcd:.2f} mm" if mm else f"{mcd:.1f} px"),
+              help=None if mm else "In pixels: the pixel spacing is unknown (sidebar)")
     if errors:
         st.metric("Missed", _share(row["missed_fraction"]), help="Ground truth outside the "
                   "mask, as a share of the ground truth's area")

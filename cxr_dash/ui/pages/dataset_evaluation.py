@@ -11,6 +11,7 @@ from cxr_dash.report import json_bytes, rows_csv
 
 from .. import state
 from ..context import Context
+from . import compare
 
 
 def render(ctx: Context) -> None:
@@ -98,7 +99,7 @@ def _open_case(case_id: str) -> None:
     # A callback runs before the next rerun builds the sidebar, so these become the
     # widgets' values there: the case, its view and the error overlay.
     st.session_state.update({"source": "Dataset case", "case": case_id, "view": "Compare regions",
-                             "compare_overlay": "errors against ground truth"})
+                             "compare_overlay": compare.DIFFERENCE})
 
 
 def _jaccard_figure(rows: dict[str, list[dict]]):

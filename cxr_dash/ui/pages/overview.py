@@ -26,6 +26,10 @@ MEASUREMENT_COLUMNS = {
     "mean_contour_distance_mm": st.column_config.NumberColumn(
         "MCD (mm)", format="%.2f",
         help="Mean contour distance: mean distance between predicted and true outlines"),
+    "mean_contour_distance_px": st.column_config.NumberColumn(
+        "MCD (px)", format="%.1f",
+        help="Mean contour distance between predicted and true outlines, in pixels: the pixel "
+             "spacing is unknown (enter it in the sidebar for mm)"),
 }
 
 
@@ -33,8 +37,7 @@ def render(ctx: Context) -> None:
     s = ctx.settings
     visible = [r for r in ctx.regions if r in s.visible]
     base = ctx.base_rgb()
-    rgb = overlay_masks(base, {r: ctx.masks[r] for r in visible}, s.opacity, s.style)
-    rgb = truth_outlines(ctx, rgb, visible)
+    rgb = overlay(ctx, base, visible)
     # With ground truth the table has three more columns: give it half the width.
     left, right = st.columns([1, 1] if ctx.image.truth else [3, 2])
     _image(ctx, left, rgb, base)
@@ -42,19 +45,57 @@ def render(ctx: Context) -> None:
         _measurements(ctx, visible)
 
 
+def overlay(ctx: Context, base: np.ndarray, visible: list[str]) -> np.ndarray:
+    """The shown regions' masks over ``base`` in the sidebar's style and opacity, and
+    their ground-truth outlines when shown."""
+    s = ctx.settings
+    rgb = overlay_masks(base, {r: ctx.masks[r] for r in visible}, s.opacity, s.style)
+    return truth_outlines(ctx, rgb, visible)
+
+
 def _image(ctx: Context, target, rgb: np.ndarray, base: np.ndarray) -> None:
     """The overlay, still or (toggled) zoomable with values on hover."""
     caption = f"{ctx.image.name} — patient's right on the image's left"
     if ctx.image.truth and ctx.settings.show_truth:
         caption += "; light outlines: ground truth"
-    if target.toggle("Inspect: zoom, pan and read values", key="inspect",
-                     help="An interactive view: drag to zoom, double-click to reset; hover for the "
-                          "pixel's intensity and every region's probability."):
+    if target.toggle("Inspect: zoom, pan, window and read values", key="inspect",
+                     help="An interactive view: drag to zoom, scroll to zoom, shift-drag (or the "
+                          "toolbar's pan) to pan, double-click to reset; hover for the region under "
+                          "the pointer and every region's probability; the toolbar's box select "
+                          "sets the intensity window (window/level) to the area drawn."):
         target.plotly_chart(inspect_figure(ctx, rgb, base), key="inspect_figure",
+                            on_select=lambda: _window_from_selection(ctx), selection_mode="box",
                             config={"scrollZoom": True, "displaylogo": False})
-        target.caption(caption)
+        low, high = ctx.settings.window
+        with target:
+            c1, c2 = st.columns([3, 1])
+            c1.caption(caption + f". Window: level {(low + high) / 2:.2f}, width {high - low:.2f} "
+                       "(of the models' intensity scale); box-select an area (toolbar) to window "
+                       "to it.")
+            c2.button("Reset window", key="reset_window", disabled=(low, high) == (0.0, 1.0),
+                      on_click=lambda: st.session_state.update(window=(0.0, 1.0)))
     else:
         target.image(rgb, caption=caption, width="stretch")
+
+
+def _window_from_selection(ctx: Context) -> None:
+    """on_select of the Inspect view: a box drawn on the image sets the sidebar's
+    intensity window to that area's (a callback: it runs before the sidebar's slider
+    is drawn again, so it may set the slider's value)."""
+    from cxr_dash.render import window_for_area
+
+    selection = st.session_state["inspect_figure"].selection
+    if selection.box:
+        xs, ys = selection.box[0]["x"], selection.box[0]["y"]
+    elif selection.points:
+        xs, ys = [p["x"] for p in selection.points], [p["y"] for p in selection.points]
+    else:
+        return
+    full_h, full_w = ctx.image.original_shape[:2]
+    h, w = ctx.image.pixels.shape
+    # The figure's axes are the original image's pixels; the window is the working copy's.
+    box = (min(ys) * h / full_h, max(ys) * h / full_h, min(xs) * w / full_w, max(xs) * w / full_w)
+    st.session_state["window"] = window_for_area(ctx.image.pixels, box)
 
 
 def _measurements(ctx: Context, visible: list[str]) -> None:
@@ -63,10 +104,17 @@ def _measurements(ctx: Context, visible: list[str]) -> None:
     rows = [r for r in ctx.measurements() if r["region"] in visible]
     cols = ["name", "area_cm2" if ctx.image.spacing_mm else "area_px", "estimated_jaccard"]
     if ctx.image.truth:
-        cols += ["jaccard", "dice", "mean_contour_distance_mm"]
+        cols += ["jaccard", "dice", "mean_contour_distance_mm" if ctx.image.spacing_mm
+                 else "mean_contour_distance_px"]
     st.dataframe([{k: r.get(k) for k in cols} for r in rows], hide_index=True,
                  column_config={k: MEASUREMENT_COLUMNS[k] for k in cols})
     st.caption(EXPLANATION)
+    if ctx.image.truth:
+        scored = [r for r in visible if r in ctx.image.truth]
+        st.caption("Jaccard, Dice and contour distance against the "
+                   + ("SCR ground truth" if ctx.image.source == "dataset" else "reference masks")
+                   + (f" ({', '.join(REGIONS[r].display_name.lower() for r in scored)})" if scored else "")
+                   + "; *Compare regions* shows the difference view.")
     quality_warning(ctx)
     if not ctx.image.spacing_mm:
         st.caption("Pixel spacing unknown for this file: areas in pixels "
@@ -99,10 +147,34 @@ def inspect_figure(ctx: Context, rgb: np.ndarray, base: np.ndarray, image_side: 
     lines = "<br>".join(f"{REGIONS[r].display_name}: %{{customdata[{i}]}}%"
                         for i, r in enumerate(ctx.regions))
     fig.add_trace(go.Heatmap(z=grey, x=xs, y=ys, customdata=np.round(probs * 100).astype(int),
-                             opacity=0, showscale=False, colorscale="gray",
-                             hovertemplate="x %{x:.0f}, y %{y:.0f} (original pixels)<br>"
-                                           "display intensity %{z}<br>" + lines + "<extra></extra>"))
+                             text=regions_here(ctx, (h, w)), opacity=0, showscale=False,
+                             colorscale="gray",
+                             hovertemplate="<b>%{text}</b><br>x %{x:.0f}, y %{y:.0f} (original "
+                                           "pixels)<br>display intensity %{z}<br>" + lines
+                                           + "<extra></extra>"))
+    # Box selection (the window from an area) needs a trace that can be selected; a
+    # heatmap cannot. A coarse grid of invisible points, no hover of its own.
+    gy, gx = np.mgrid[0:32, 0:32]
+    fig.add_trace(go.Scatter(x=((gx.ravel() + 0.5) * full_w / 32), y=((gy.ravel() + 0.5) * full_h / 32),
+                             mode="markers", marker=dict(size=1, opacity=0), hoverinfo="skip",
+                             showlegend=False))
     fig.update_layout(height=640, margin=dict(l=0, r=0, t=0, b=0), dragmode="zoom",
                       xaxis=dict(visible=False, range=[0, full_w]),
                       yaxis=dict(visible=False, range=[full_h, 0], scaleanchor="x"))
     return fig
+
+
+def regions_here(ctx: Context, shape: tuple[int, int]) -> np.ndarray:
+    """(h, w) strings: the shown regions whose mask holds each cell of a hover grid of
+    ``shape`` ("Heart", "Left clavicle + Left lung", "no region")."""
+    import cv2
+
+    shown = [r for r in ctx.regions if r in ctx.settings.visible]
+    inside = [cv2.resize(ctx.masks[r].astype(np.uint8), shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+              for r in shown]
+    codes = sum((m.astype(np.int64) << i for i, m in enumerate(inside)), np.zeros(shape, np.int64))
+    text = np.full(shape, "no region", dtype=object)
+    for code in np.unique(codes[codes > 0]):
+        text[codes == code] = " + ".join(REGIONS[r].display_name for i, r in enumerate(shown)
+                                         if code >> i & 1)
+    return text

@@ -3,6 +3,7 @@ snapshots its training saved), beside its loss and validation curves."""
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import streamlit as st
@@ -15,7 +16,14 @@ from cxr_dash.render import colormap, overlay_heatmap, overlay_masks
 from .. import state
 from ..context import Context
 
-FRAME_SECONDS = 0.6     # between frames while playing
+FRAME_SECONDS = 0.6     # per snapshot at an even pace, and the clock's tick while playing
+# Time-lapse factors offered for "as recorded"; the default plays the run in about this long.
+SPEEDS = (20, 50, 100, 200, 500, 1000, 2000, 5000)
+RUN_SECONDS = 30
+HYPERPARAMETERS_NOTE = ("*Hyperparameters used* are the settings this model's last training "
+                        "stage ran with (from its manifest); *the study's* are what the original "
+                        "study chose for this region by Bayesian optimisation, shown beside them "
+                        "for comparison.")
 
 
 def render(ctx: Context) -> None:
@@ -26,10 +34,13 @@ def render(ctx: Context) -> None:
     if record is None or not len(record.snapshot_epochs):
         st.info("This model set has no training snapshots for this region.")
         return
-    playing, case_index = _controls(record, region)
-    _player(record, region, case_index, playing, ctx.settings.threshold, ctx.settings.opacity + 0.2)
+    playing, case_index, clock = _controls(record, region)
+    _player(record, region, case_index, playing, clock, ctx.settings.threshold,
+            ctx.settings.opacity + 0.2)
     hp, study = record.hyperparameters, record.study_hyperparameters
-    rows = [{"setting": k, "used": str(hp.get(k)), "study": str(study.get(k, "—"))} for k in hp]
+    rows = [{"setting": k, "hyperparameters used": str(hp.get(k)),
+             "study's hyperparameters": str(study.get(k, "—"))} for k in hp]
+    st.caption(HYPERPARAMETERS_NOTE)
     st.dataframe(rows, hide_index=True)
     if record.training:
         _training_captions(record)
@@ -39,15 +50,22 @@ def _frame_key(region: str) -> str:
     return f"pb_frame_{region}"
 
 
-def _controls(record, region: str) -> tuple[bool, int]:
-    """Play / pause, the epoch slider (while paused) and the monitor case."""
+def _controls(record, region: str) -> tuple[bool, int, tuple[np.ndarray, float]]:
+    """Play / pause and its pace, the epoch slider (while paused) and the monitor case;
+    returns (playing, monitor case, (the snapshots' times, playback seconds per second))."""
     n = len(record.snapshot_epochs)
     # The shown frame lives under its own key: playback advances it from the
     # fragment, which may not write to a widget's key once the widget exists.
     # The slider mirrors it while paused, and is hidden while playing.
     key, slider_key = _frame_key(region), f"pb_epoch_{region}"
     st.session_state.setdefault(key, n - 1)
-    playing = st.toggle("Play", key="pb_play")
+    c1, c2 = st.columns([1, 3])
+    with c1:
+        playing = st.toggle("Play", key="pb_play")
+    with c2:
+        clock = _pace(record)
+    if not playing:
+        st.session_state.pop(_clock_key(region), None)
     if n > 1 and not playing:
         st.session_state[slider_key] = st.session_state[key]
         st.select_slider("Epoch", options=list(range(n)), key=slider_key,
@@ -58,19 +76,73 @@ def _controls(record, region: str) -> tuple[bool, int]:
     if len(record.case_ids) > 1:
         case_index = st.radio("Monitor case", range(len(record.case_ids)), horizontal=True,
                               format_func=lambda i: record.case_ids[i])
-    return playing, case_index
+    return playing, case_index, clock
 
 
-def _player(record, region: str, case_index: int, playing: bool, threshold: float,
+def _pace(record) -> tuple[np.ndarray, float]:
+    """(each snapshot's time, time-lapse factor): as recorded where the history has each
+    epoch's seconds (a snapshot stays up as long as its epochs took, sped up), else one
+    snapshot every FRAME_SECONDS."""
+    times = record.snapshot_times()
+    n = len(record.snapshot_epochs)
+    if times is None or n < 2 or times[-1] <= 0:
+        st.caption(f"One snapshot every {FRAME_SECONDS} s (no epoch times recorded).")
+        return np.arange(n, dtype=np.float64) * FRAME_SECONDS, 1.0
+    total = float(times[-1])
+    default = min(SPEEDS, key=lambda v: abs(total / v - RUN_SECONDS))
+    speed = st.select_slider(
+        "Speed, as recorded", SPEEDS, value=default, key="pb_speed",
+        format_func=lambda v: f"×{v}",
+        help="Each snapshot stays on screen for as long as training took to reach the next, "
+             "sped up by this factor (per-epoch times from the training record).")
+    st.caption(f"×{speed}: {_duration(total)} of training from the first snapshot to the last "
+               f"plays in {_duration(total / speed)}.")
+    return times, float(speed)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _clock_key(region: str) -> str:
+    return f"pb_clock_{region}"
+
+
+def _advance(region: str, n: int, clock: tuple[np.ndarray, float]) -> int:
+    """The frame due now: playback started (at the frame after the one shown, so Play
+    moves at once) on a wall clock, its position the training seconds reached; past the
+    last snapshot it starts over. Wall time, not a count of ticks: a slow rerun delays a
+    frame, it does not slow the run down."""
+    from cxr_dash.record import frame_at
+
+    times, speed = clock
+    key, now = _frame_key(region), time.monotonic()
+    started = st.session_state.get(_clock_key(region))
+    if started is None:
+        start_frame = (st.session_state[key] + 1) % n
+        started = st.session_state[_clock_key(region)] = (now, float(times[start_frame]))
+    wall, position = started
+    position += (now - wall) * speed
+    if position > times[-1] + FRAME_SECONDS * speed:        # the last frame shown, then again
+        st.session_state[_clock_key(region)] = (now, float(times[0]))
+        position = float(times[0])
+    return frame_at(times, position)
+
+
+def _player(record, region: str, case_index: int, playing: bool, clock, threshold: float,
             opacity: float) -> None:
     """The frame shown (advancing by itself while playing) beside the training curves."""
     key, n = _frame_key(region), len(record.snapshot_epochs)
     ds = state.dataset()
 
-    @st.fragment(run_every=FRAME_SECONDS if playing else None)
+    @st.fragment(run_every=FRAME_SECONDS / 2 if playing else None)
     def frame():
         if playing:
-            st.session_state[key] = (st.session_state[key] + 1) % n
+            st.session_state[key] = _advance(region, n, clock)
         i = st.session_state[key]
         epoch = int(record.snapshot_epochs[i])
         if playing:

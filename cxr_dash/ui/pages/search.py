@@ -39,6 +39,35 @@ def render(ctx: Context) -> None:
     else:
         st.plotly_chart(_trials_figure(points, as_run), key="search_scatter")
     _settings_table(payload, as_run)
+    _beside_the_shipped_model(ctx, region, payload)
+
+
+def _beside_the_shipped_model(ctx: Context, region: str, payload: dict) -> None:
+    """Why the search's best IoU sits far below the shipped model's held-out Jaccard."""
+    best = (payload.get("best") or {}).get("value")
+    if best is None or region not in ctx.seg.regions:
+        return
+    entry = ctx.seg.entry(region)
+    training = entry.get("training", {})
+    shipped = entry.get("metrics", {}).get("heldout_1024", {}).get("jaccard", {}).get("mean")
+    settings = payload.get("settings") or {}
+    trial = payload["best"]
+    sizes = [s.get("input_size") for s in training.get("earlier_stages", [])] + [entry.get("input_size")]
+    searched = (f"{settings['input_size']} px inputs" if settings.get("input_size")
+                else "at the search's own input size, not stored for this study")
+    cases = (f", at most {settings['max_train_cases']} training cases per fold"
+             if settings.get("max_train_cases") else "")
+    text = (f"**Why the best trial scores {best:.3f}"
+            + (f" and the shipped model {shipped:.3f}" if shipped is not None else "") + ".** "
+            f"Each trial was a short run ({trial.get('epochs', '?')} epochs, {searched}{cases}) "
+            "scored by mean IoU over the search's validation folds, a ranking of settings that "
+            "costs minutes a trial. The shipped model is another run altogether: "
+            f"{training.get('epochs_run', '?')} epochs in stages of "
+            f"{' → '.join(str(x) for x in sizes if x)} px, on "
+            f"{len(training.get('cases', [])) or '?'} cases, scored by Jaccard at 1024 px on cases "
+            "it did not train on. Other size, schedule and data: compare trials with each other, "
+            "not with the shipped figure.")
+    st.caption(text)
 
 
 def _exports() -> tuple[dict, list[str]]:
