@@ -189,6 +189,22 @@ def _score_cam(model, x, layer, mask, max_channels, batch_size, predict, progres
     return cv2.resize(cam.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR), used, len(maps)
 
 
+_first_explanation_done = False
+
+
+def _free_memory() -> None:
+    """After an explanation: the gradients' temporaries (hundreds of MB at 384 px) go back
+    to the kernel; after the first in the process also the pages of TensorFlow's
+    libraries that only its import and first trace read (~330 MB of RSS)."""
+    global _first_explanation_done
+    from .engine import page_out_tensorflow, trim_heap
+
+    trim_heap()
+    if not _first_explanation_done:
+        _first_explanation_done = True
+        page_out_tensorflow()
+
+
 # Compiled gradient functions, per Keras model: {layer (None: the input): function}.
 _STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -302,9 +318,9 @@ def explain(segmenter, image, region: str, method: str = "gradcam", layer: str =
     params: dict = {"threshold": threshold}
     done = total = None
     if method == "scorecam":
-        heat, done, total = _score_cam(model, x, layer, mask, max_channels, None,
-                                       segmenter.predictor(region), progress, should_stop)
-        segmenter.release_memory()
+        with segmenter.run_of_calls(region) as predict:
+            heat, done, total = _score_cam(model, x, layer, mask, max_channels, None, predict,
+                                           progress, should_stop)
         params["max_channels"] = max_channels
     elif method == "smoothgrad":
         heat, done = smoothgrad(model, x, mask, smooth_samples, smooth_noise, rng, progress,
@@ -323,9 +339,7 @@ def explain(segmenter, image, region: str, method: str = "gradcam", layer: str =
         weights = mask / (float(mask.sum()) if method == "gradcam++" else 1.0)
         acts, grads, score = gradients(model, x[None], layer, weights)
         heat = class_activation_map(method, acts, grads, score, x.shape[0])
-    from .engine import trim_heap
-
-    trim_heap()          # the gradients' temporaries (hundreds of MB at 384 px) go back
+    _free_memory()
     return Explanation(region, method, layer, normalise(heat), time.time() - started, params,
                        int(mask.sum()) if mask.sum() < mask.size else 0, segmenter.view(region),
                        done, total)

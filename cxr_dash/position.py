@@ -400,8 +400,9 @@ def dataset_report(segmenter, dataset, cases: list[str], regions=None, occlusion
         for region in regions:
             x = segmenter.prepare(image, region)
             truth = segmenter.prepare_mask(dataset.load_mask(case_id, region), region)
-            rep = run_all(region_predictor(segmenter, region), x, region, atlases[region], truth,
-                          occlusion=i < occlusion_cases)
+            with segmenter.run_of_calls(region) as predict:
+                rep = run_all(predict, x, region, atlases[region], truth,
+                              occlusion=i < occlusion_cases)
             per_region[region].append(rep)
             done += 1
             if progress:

@@ -21,6 +21,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .engine import ENGINES
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -30,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image files, folders, globs (quoted) or zip / tar archives")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--models", default=None, help="model set folder (default: weights/)")
-    parser.add_argument("--engine", default=None, choices=("openvino", "keras"),
+    parser.add_argument("--engine", default=None, choices=ENGINES,
                         help="inference engine (default: OpenVINO when installed)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=1,

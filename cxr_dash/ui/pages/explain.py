@@ -310,13 +310,11 @@ def _occlusion(ctx: Context, small: dict[str, np.ndarray]) -> None:
         inside = small[region] >= ctx.settings.threshold
 
         def work(job: Job):
-            try:
+            with seg.run_of_calls(region) as predict:
                 return occlusion_sensitivity(
-                    seg.predictor(region), x, inside, patch, stride, baseline,
+                    predict, x, inside, patch, stride, baseline,
                     progress=lambda done, total: job.progress(done, total, f"{done}/{total} patches"),
                     region=region, view=seg.view(region), should_stop=job.should_stop)
-            finally:
-                seg.release_memory()
         _start("occ_job", work, "occlusion sensitivity", tag=key)
     _job_or_result("occ_job", lambda job: _keep(job.tag, job.result))
     if (result := results.get(key)) is not None:

@@ -47,10 +47,10 @@ def _run_tests(ctx: Context, chosen: list[str], with_occlusion: bool) -> dict:
         if ctx.image.truth and ds is not None:
             atlas = _training_atlas(ctx.model_key, region, ctx.seg, ds)
             truth = ctx.seg.prepare_mask(ctx.image.truth[region], region)
-        with state.model_slot(f"the {REGIONS[region].display_name.lower()} position tests"):
-            reports[region] = pos.run_all(pos.region_predictor(ctx.seg, region),
-                                          ctx.seg.prepare(ctx.image.pixels, region), region, atlas,
-                                          truth, occlusion=with_occlusion)
+        with (state.model_slot(f"the {REGIONS[region].display_name.lower()} position tests"),
+              ctx.seg.run_of_calls(region) as predict):
+            reports[region] = pos.run_all(predict, ctx.seg.prepare(ctx.image.pixels, region),
+                                          region, atlas, truth, occlusion=with_occlusion)
         bar.progress((i + 1) / len(chosen), text=f"{REGIONS[region].display_name} done")
     bar.empty()
     return reports
