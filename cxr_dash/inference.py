@@ -241,6 +241,16 @@ class Segmenter:
         ``openvino-bf16`` engine where the CPU computes it natively."""
         return str(getattr(self._runner(region), "precision", "f32"))
 
+    def describe_engine(self) -> str:
+        """What runs the forward passes, in words (loads nothing)."""
+        text = {"openvino": "OpenVINO, float32 (the Keras models' masks)",
+                "openvino-bf16": "OpenVINO, bfloat16 where the CPU computes it (opt-in: about "
+                                 "twice as fast, masks at Jaccard 0.997-0.999 of float32's)",
+                "keras": "Keras (TensorFlow), float32"}[self.engine]
+        if self.fallbacks:
+            text += f"; Keras for {', '.join(sorted(self.fallbacks))} (the engine failed there)"
+        return text
+
     def predictor(self, region: str) -> Callable[[np.ndarray], np.ndarray]:
         """:meth:`forward` of one region, as occlusion and the deletion test take it."""
         return lambda batch: self.forward(region, batch)

@@ -773,6 +773,18 @@ def test_the_model_set_table_keeps_every_field_in_view(app):
     assert list(table.columns) == ["Heart", "Left clavicle", "Left lung", "Right clavicle", "Right lung"]
     assert {"held-out Jaccard (1024)", "Shenzhen lungs", "held out how", "preprocessing",
             "augmentation", "input px", "field of view", "int8 rounding"} <= set(table.index)
+    # Which engine drew the masks: float32 OpenVINO unless the server opted into bfloat16.
+    text = " ".join(m.value for m in app.markdown)
+    assert "forward passes**: OpenVINO, float32" in text or "forward passes**: Keras" in text, text
+
+
+def test_the_model_set_page_says_when_masks_come_from_bfloat16(tiny_model_set, monkeypatch):
+    monkeypatch.setenv("CXR_MODEL_DIR", str(tiny_model_set))
+    monkeypatch.setenv("CXR_ENGINE", "openvino-bf16")
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    at.sidebar.radio(key="view").set_value("Model set").run()
+    assert not at.exception, at.exception
+    assert "OpenVINO, bfloat16" in " ".join(m.value for m in at.markdown)
 
 
 def test_occlusion_stops_midway_keeps_its_partial_map_and_the_page_stays_usable(
@@ -822,3 +834,12 @@ def test_occlusion_stops_midway_keeps_its_partial_map_and_the_page_stays_usable(
     assert not app.exception and not app.error
     captions = [c for image in app.get("image") for c in image.captions]
     assert any("Score drop" in c and "stopped" not in c for c in captions), captions
+
+
+def test_an_unknown_engine_setting_is_named_on_the_page(tiny_model_set, monkeypatch):
+    monkeypatch.setenv("CXR_MODEL_DIR", str(tiny_model_set))
+    monkeypatch.setenv("CXR_ENGINE", "turbo")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
+    shown = " ".join(e.value for e in at.error)
+    assert "CXR_ENGINE='turbo'" in shown and "openvino-bf16" in shown, shown

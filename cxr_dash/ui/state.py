@@ -60,14 +60,21 @@ def model_dir() -> Path:
     return Path(os.environ.get("CXR_MODEL_DIR") or DEFAULT_MODEL_DIR)
 
 
-@st.cache_resource(show_spinner=False)
 def get_segmenter(path: str):
-    """The model set, one for the whole server (every session shares its models). Made at
-    once from the manifest; its models load and warm up in a background thread
+    """The model set, one for the whole server (every session shares its models), on the
+    engine ``CXR_ENGINE`` names (:func:`~cxr_dash.engine.default_engine`). Made at once
+    from the manifest; its models load and warm up in a background thread
     (:meth:`~cxr_dash.inference.Segmenter.start_loading`), so the page is up before them."""
+    from cxr_dash.engine import default_engine
+
+    return _shared_segmenter(path, default_engine())
+
+
+@st.cache_resource(show_spinner=False)
+def _shared_segmenter(path: str, engine: str):
     from cxr_dash.inference import Segmenter
 
-    seg = Segmenter(path)
+    seg = Segmenter(path, engine=engine)
     seg.start_loading()
     return seg
 
@@ -77,6 +84,8 @@ def segmenter_or_error():
         return get_segmenter(str(model_dir())), None
     except ModelSetError as exc:
         return None, str(exc)
+    except ValueError as exc:        # CXR_ENGINE names no engine
+        return None, f"The server's setting is wrong: {exc}."
 
 
 def models_ready(seg) -> str | None:
@@ -91,7 +100,7 @@ def models_ready(seg) -> str | None:
         bar.empty()
     if loading.error is None:
         return None
-    get_segmenter.clear()
+    _shared_segmenter.clear()
     if isinstance(loading.error, ModelSetError):
         return str(loading.error)
     return (f"The models could not be loaded ({type(loading.error).__name__}: {loading.error}); "

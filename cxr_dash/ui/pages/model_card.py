@@ -38,7 +38,8 @@ def render(ctx: Context) -> None:
     if m.get("label"):
         st.info(m["label"])
     st.markdown(f"**Architecture**: {m.get('architecture')} · **weights**: {m.get('weights_format')} "
-                f"· folder `{seg.model_dir.name}`")
+                f"· folder `{seg.model_dir.name}` · **forward passes**: {seg.describe_engine()} "
+                "(`CXR_ENGINE`)")
     # One column per region, one row per field: five columns fit any page, and a static
     # table wraps long values (a stage chain, a field of view) where a grid of 24
     # columns scrolled most of them out of sight.
