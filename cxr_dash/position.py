@@ -374,11 +374,6 @@ def figure_dataset(per_region: dict[str, list[PositionReport]]):
 
 # ---------------------------------------------------------------- dataset report
 
-def region_predictor(segmenter, region: str) -> Predict:
-    """The region model's forward pass on the segmenter's engine."""
-    return segmenter.predictor(region)
-
-
 def dataset_report(segmenter, dataset, cases: list[str], regions=None, occlusion_cases: int = 3,
                    progress=None) -> dict:
     """Run every test over ``cases`` (held out from training) and summarise per region."""

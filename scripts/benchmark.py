@@ -163,10 +163,10 @@ print(json.dumps({"after_segmentation": segmented, "after_gradcam": status("VmRS
 """
 
 
-def child(code: str, *args: str) -> tuple[dict, float]:
+def child(code: str, *args: str, env: dict | None = None) -> tuple[dict, float]:
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          cwd=ROOT)
+                          cwd=ROOT, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"child process failed:\n{done.stderr[-3000:]}")
@@ -270,14 +270,11 @@ def fresh_and_memory(args, image, tag: str, summary: dict) -> None:
 
 def app_memory(args, upload, tag: str, summary: dict) -> None:
     """RSS of a process serving one dashboard session through a segmentation and a Grad-CAM."""
-    if args.models:
-        os.environ["CXR_MODEL_DIR"] = args.models
-    if args.engine:
-        os.environ["CXR_ENGINE"] = args.engine
+    env = {k: v for k, v in (("CXR_MODEL_DIR", args.models), ("CXR_ENGINE", args.engine)) if v}
     with tempfile.TemporaryDirectory() as tmp:
         image_file = Path(tmp) / upload[0]
         image_file.write_bytes(upload[1])
-        memory, _ = child(APP_MEMORY_CHILD, str(ROOT / "app.py"), str(image_file))
+        memory, _ = child(APP_MEMORY_CHILD, str(ROOT / "app.py"), str(image_file), env=env)
     summary["app_memory_mb"] = memory["after_gradcam"] / MB
     print(f"{tag} memory of one app session (AppTest, this process serving it): RSS "
           f"{memory['after_segmentation'] / MB:.0f} MB after its Overview, "

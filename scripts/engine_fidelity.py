@@ -19,13 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from cxr_dash.engine import ENGINES
+from cxr_dash.metrics import jaccard
 
 MAX_DIFFERENCE, MIN_JACCARD = 1e-3, 0.999
-
-
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def test_images(args) -> list[np.ndarray]:

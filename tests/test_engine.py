@@ -8,6 +8,7 @@ import pytest
 
 from cxr_dash import load_segmenter
 from cxr_dash.manifest import DEFAULT_MODEL_DIR
+from cxr_dash.metrics import jaccard
 
 pytest.importorskip("openvino")
 
@@ -16,9 +17,6 @@ SHIPPED = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "manifest.json").is_file()
 CASES = ("JPCLN002", "JPCLN034", "JPCNN010")      # held out by every region, nodule and not
 
 
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 @pytest.fixture(scope="module")

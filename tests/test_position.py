@@ -117,7 +117,7 @@ def test_shipped_heart_model_follows_the_anatomy_of_a_held_out_case(dataset):
     seg = load_segmenter(regions=("heart",))
     case_id = next(c for c in dataset.folds()["even"] if c not in seg.training_cases("heart"))
     x = seg.prepare(dataset.load_image(case_id).pixels, "heart")
-    rep = pos.run_all(pos.region_predictor(seg, "heart"), x, "heart", occlusion=False)
+    rep = pos.run_all(seg.predictor("heart"), x, "heart", occlusion=False)
     assert rep.summary["verdict"] == "anatomy", rep.summary
     assert pos.mean_index(rep.translation) > 0.8 and pos.mean_index(rep.scale) > 0.6
     assert rep.summary["phantom_dice"] < 0.2
